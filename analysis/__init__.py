@@ -1,0 +1,1 @@
+"""Analysis of run records: tidy tables, the paper's figures and claims, the replication report."""
