@@ -1,0 +1,235 @@
+"""The LightningModule: a CIFAR network with optional DReg and activity regularization.
+
+The loss is assembled in ``_loss_terms``; lambda enters there, in one line,
+next to the two cross-entropy terms (SPEC §1, paper Eq. 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_modules.dreg import DRegNet
+from lightning_modules.nets import build_net
+from lightning_modules.regularizers import ActivityPenalty, UncertaintyWeight
+
+CHOICES = {
+    "dreg_form": ("frobenius", "cosine"),
+    "path_loss": ("sum", "mean"),
+    "activity_norm": ("l1", "l2"),
+    "lr_scaling": ("none", "linear", "sqrt"),
+}
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message says which and what to use instead."""
+
+
+def _check_config(hp: dict[str, Any]) -> None:
+    for key, allowed in CHOICES.items():
+        if hp[key] not in allowed:
+            raise ConfigError(f"unknown {key} {hp[key]!r}: choose one of {', '.join(allowed)}")
+    for key in (
+        "lr",
+        "dreg_lambda",
+        "dreg_eps",
+        "momentum",
+        "weight_decay",
+        "activity_alpha",
+        "warmup_epochs",
+    ):
+        if not math.isfinite(float(hp[key])):
+            raise ConfigError(f"{key} must be a finite number, got {hp[key]!r}")
+    for key in ("lr", "momentum", "weight_decay", "activity_alpha", "warmup_epochs", "dreg_eps"):
+        if float(hp[key]) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {hp[key]!r}")
+    if hp["nesterov"] and hp["momentum"] == 0:
+        raise ConfigError("nesterov needs momentum > 0: set momentum or drop nesterov")
+    if hp["dreg_learnable"]:
+        raise ConfigError(
+            "a learned weight for the DReg term is not allowed: the term is maximized, so its weight "
+            "would run off to infinity (SPEC §3); set dreg_lambda instead"
+        )
+    if hp["activity_learnable"] and hp["activity_site"] is None:
+        raise ConfigError("activity_learnable needs an activity_site")
+
+
+class Classifier(L.LightningModule):
+    """Image classifier with optional DReg (two paths) and an optional activity penalty.
+
+    ``net`` may be any ``nn.Module`` (e.g. a torchvision model); otherwise
+    ``model``/``num_classes``/``width`` build one of the suite's CIFAR networks.
+    """
+
+    def __init__(
+        self,
+        model: str = "resnet18",
+        num_classes: int = 10,
+        width: float = 1.0,
+        dreg_site: str | None = None,
+        dreg_lambda: float = 0.1,
+        dreg_eps: float = 0.01,
+        dreg_form: str = "frobenius",
+        dreg_include_bias: bool = False,
+        dreg_learnable: bool = False,
+        path_loss: str = "sum",
+        activity_site: str | None = None,
+        activity_alpha: float = 0.0,
+        activity_norm: str = "l2",
+        activity_learnable: bool = False,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 5e-4,
+        lr_scaling: str = "none",
+        lr_base_batch: int = 256,
+        batch_size: int = 128,
+        warmup_epochs: float = 0.0,
+        net: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        _check_config(dict(self.hparams))
+        base = net if net is not None else build_net(model, num_classes, width)
+        # Hooked before wrapping, so the hook sees the base network's module paths.
+        self.activity = ActivityPenalty(base, activity_site, activity_norm) if activity_site else None
+        self.activity_weight = UncertaintyWeight() if activity_learnable else None
+        self.dreg = dreg_site is not None
+        self.net = DRegNet(base, dreg_site, dreg_eps, dreg_include_bias) if self.dreg else base
+        paths = ("R", "L") if self.dreg else ("",)
+        self.val_acc = nn.ModuleDict(
+            {p or "net": MulticlassAccuracy(num_classes, average="micro") for p in paths}
+        )
+        self.test_acc = copy.deepcopy(self.val_acc)
+        self.selected_path = "R"
+        self.diverged_epoch: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x)
+
+    def _loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        terms: dict[str, torch.Tensor] = {}
+        if self.dreg:
+            logits_R, logits_L = self.net(x)
+            terms["ce_R"] = F.cross_entropy(logits_R, y)
+            terms["ce_L"] = F.cross_entropy(logits_L, y)
+            ce = (
+                terms["ce_R"] + terms["ce_L"]
+                if hp.path_loss == "sum"
+                else (terms["ce_R"] + terms["ce_L"]) / 2
+            )
+            terms["dreg"] = self.net.distance() if hp.dreg_form == "frobenius" else self.net.cosine_distance()
+            # SPEC §1, paper Eq. 3: L = CE_R + CE_L - lambda * ||W_R - W_L||_F^2
+            loss = ce - hp.dreg_lambda * terms["dreg"]
+        else:
+            terms["ce"] = loss = F.cross_entropy(self.net(x), y)
+        if self.activity is not None:
+            terms["activity"] = hp.activity_alpha * self.activity.value()
+            weighted = self.activity_weight(terms["activity"]) if self.activity_weight else terms["activity"]
+            loss = loss + weighted
+        terms["loss"] = loss
+        return terms
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        x, y = batch
+        terms = self._loss_terms(x, y)
+        finite = bool(torch.isfinite(terms["loss"]))
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            # SPEC §5: a non-finite loss ends the run as `diverged`; returning None skips the step.
+            self.diverged_epoch = self.current_epoch
+            self.trainer.should_stop = True
+            return None
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, sync_dist=True
+        )
+        self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return terms["loss"]
+
+    def on_train_start(self) -> None:
+        if self.dreg:  # the initial distance (SPEC §1: > 0 and logged), before any step
+            for logger in self.loggers:
+                logger.log_metrics({"dreg/initial_distance": self.net.diagnostics()["distance"]}, step=0)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        if self.dreg:
+            self.log_dict({f"dreg/{k}": v for k, v in self.net.diagnostics().items()})
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleDict) -> None:
+        x, y = batch
+        out = self(x)
+        for (_, metric), logits in zip(metrics.items(), out if self.dreg else (out,), strict=True):
+            metric.update(logits, y)
+
+    def _eval_epoch_end(self, stage: str, metrics: nn.ModuleDict) -> dict[str, float]:
+        acc = {name: metric.compute() for name, metric in metrics.items()}
+        for metric in metrics.values():
+            metric.reset()
+        if not self.dreg:
+            self.log(f"{stage}/acc", acc["net"], prog_bar=True)
+            return {"net": float(acc["net"])}
+        self.log_dict({f"{stage}/acc_R": acc["R"], f"{stage}/acc_L": acc["L"]})
+        # SPEC §1: the model that would be selected is the better path (paper Fig. 1d).
+        self.log(f"{stage}/acc", torch.maximum(acc["R"], acc["L"]), prog_bar=True)
+        return {k: float(v) for k, v in acc.items()}
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        acc = self._eval_epoch_end("val", self.val_acc)
+        if self.dreg and not self.trainer.sanity_checking:
+            self.selected_path = "R" if acc["R"] >= acc["L"] else "L"
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, self.test_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test", self.test_acc)
+
+    def learning_rate(self) -> float:
+        """The base LR after the optional batch-size scaling rule (SPEC §4)."""
+        hp = self.hparams
+        ratio = hp.batch_size / hp.lr_base_batch
+        return hp.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[hp.lr_scaling]
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        learned = [p for m in (self.activity_weight,) if m is not None for p in m.parameters()]
+        learned_ids = {id(p) for p in learned}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in learned_ids]}]
+        if learned:  # the learned weights' log-scale s must not be pulled to 0 by weight decay
+            groups.append({"params": learned, "weight_decay": 0.0})
+        optimizer = torch.optim.SGD(
+            groups,
+            lr=self.learning_rate(),
+            momentum=hp.momentum,
+            nesterov=hp.nesterov,
+            weight_decay=hp.weight_decay,
+        )
+        if hp.warmup_epochs <= 0:
+            return optimizer
+        steps_per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
+        warmup_steps = max(1.0, hp.warmup_epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["selected_path"] = self.selected_path
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.selected_path = checkpoint.get("selected_path", "R")
+
+    def export(self) -> nn.Module:
+        """The selected path as a plain network (SPEC §1), ready for ``torch.save`` or inference."""
+        return self.net.export(self.selected_path) if self.dreg else copy.deepcopy(self.net)

@@ -1,0 +1,97 @@
+"""The LightningModule in real Trainer fits on small random data (CPU)."""
+
+import lightning as L
+import pytest
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_modules import Classifier, DRegNet
+
+
+def loader(n: int = 64, classes: int = 10, batch: int = 32, size: int = 32) -> DataLoader:
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g))
+    return DataLoader(data, batch_size=batch)
+
+
+def fit(model: Classifier, epochs: int = 2, **loaders) -> L.Trainer:
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, loaders.get("train", loader()), loaders.get("val", loader(32)))
+    return trainer
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("site", [None, "R1"])
+def test_two_epoch_fit_of_each_network(name, site):
+    torch.manual_seed(0)
+    model = Classifier(model=name, num_classes=10, width=0.125, dreg_site=site)
+    trainer = fit(model)
+    metrics = trainer.callback_metrics
+    assert trainer.current_epoch == 2 and model.diverged_epoch is None
+    assert torch.isfinite(metrics["train/loss"])
+    assert 0.0 <= metrics["val/acc"] <= 1.0
+    if site:
+        assert {"train/ce_R", "train/ce_L", "train/dreg", "val/acc_R", "val/acc_L", "dreg/cosine"} <= set(metrics)
+        assert metrics["val/acc"] == max(metrics["val/acc_R"], metrics["val/acc_L"])
+        assert model.selected_path in ("R", "L")
+    else:
+        assert "train/ce" in metrics and "val/acc_R" not in metrics
+
+
+def test_non_finite_loss_stops_the_run_as_diverged():
+    torch.manual_seed(0)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, dreg_site="R1", dreg_lambda=1e30, lr=10.0)
+    trainer = fit(model, epochs=5, train=loader(128, batch=16))
+    assert model.diverged_epoch is not None
+    assert trainer.current_epoch < 5
+
+
+def test_selected_path_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, dreg_site="R1")
+    trainer = fit(model, epochs=1)
+    model.selected_path = "L"
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    restored = Classifier.load_from_checkpoint(tmp_path / "last.ckpt")
+    assert restored.selected_path == "L"
+    restored.eval()
+    x = torch.randn(4, 3, 32, 32)
+    torch.testing.assert_close(restored.export().eval()(x), model.eval()(x)[1])
+
+
+def test_dreg_on_a_network_the_suite_does_not_define():
+    """The README example: DReg on a torchvision ResNet18, by module path."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    model = Classifier(net=net, num_classes=10, dreg_site="layer4.1.conv2", dreg_lambda=0.1)
+    assert isinstance(model.net, DRegNet)
+    logits_R, logits_L = model(torch.randn(2, 3, 64, 64))
+    assert logits_R.shape == logits_L.shape == (2, 10)
+    exported = model.export()
+    assert type(exported) is torchvision.models.ResNet
+
+
+def test_warmup_ramps_the_learning_rate():
+    torch.manual_seed(0)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, lr=0.4, warmup_epochs=2)
+    lrs = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer.fit(model, loader(64, batch=16))
+    # 4 steps per epoch, warm-up over 8 steps: lr = 0.4 * (step + 1) / 8, then 0.4.
+    assert lrs[:8] == pytest.approx([0.4 * (s + 1) / 8 for s in range(8)])
+    assert lrs[8:] == pytest.approx([0.4] * 4)

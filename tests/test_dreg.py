@@ -1,0 +1,248 @@
+"""DRegNet, the loss and the regularizers, each against a hand computation on a tiny network."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from tiny import Tiny
+from torch.func import functional_call
+
+from lightning_modules import ActivityPenalty, Classifier, ConfigError, DRegNet, UncertaintyWeight
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 6, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+
+def make(lam: float = 0.1, **kw) -> Classifier:
+    torch.manual_seed(0)
+    return Classifier(net=Tiny(), num_classes=3, dreg_site="R1", dreg_lambda=lam, **kw)
+
+
+def path_L_params(model: Classifier) -> dict[str, torch.Tensor]:
+    """The L path as parameters of the plain network: W_L and BN_L swapped in at the site."""
+    d = model.net
+    return {
+        "conv2.weight": d.branch_L["conv"].weight,
+        "bn2.weight": d.branch_L["bn"].weight,
+        "bn2.bias": d.branch_L["bn"].bias,
+    }
+
+
+def test_loss_and_its_three_terms(batch):
+    x, y = batch
+    model = make(lam=0.3)
+    terms = model._loss_terms(x, y)
+    plain = model.net.net
+    ce_R = F.cross_entropy(plain(x), y)
+    ce_L = F.cross_entropy(functional_call(plain, path_L_params(model), (x,)), y)
+    dist = (plain.conv2.weight - model.net.branch_L["conv"].weight).pow(2).sum()
+    torch.testing.assert_close(terms["ce_R"], ce_R)
+    torch.testing.assert_close(terms["ce_L"], ce_L)
+    torch.testing.assert_close(terms["dreg"], dist)
+    torch.testing.assert_close(terms["loss"], ce_R + ce_L - 0.3 * dist)
+
+
+def test_path_loss_mean_halves_the_ce_sum(batch):
+    x, y = batch
+    terms = make(lam=0.3, path_loss="mean")._loss_terms(x, y)
+    torch.testing.assert_close(terms["loss"], (terms["ce_R"] + terms["ce_L"]) / 2 - 0.3 * terms["dreg"])
+
+
+def test_grad_of_W_R_is_ce_R_grad_minus_penalty_grad(batch):
+    """Paper Eq. 5: dL/dW_R = dCE_R/dW_R - 2 lambda (W_R - W_L)."""
+    x, y = batch
+    lam = 0.5
+    model = make(lam=lam)
+    model._loss_terms(x, y)["loss"].backward()
+    W_R, W_L = model.net.net.conv2.weight, model.net.branch_L["conv"].weight
+    reference = Tiny()
+    reference.load_state_dict(model.net.net.state_dict())
+    (g_ce_R,) = torch.autograd.grad(F.cross_entropy(reference(x), y), reference.conv2.weight)
+    torch.testing.assert_close(W_R.grad, g_ce_R - 2 * lam * (W_R - W_L).detach())
+
+
+def test_shared_prefix_gets_the_sum_of_both_paths_gradients(batch):
+    x, y = batch
+    model = make()
+    model._loss_terms(x, y)["loss"].backward()
+    plain = model.net.net
+    params = {k: v.detach().requires_grad_() for k, v in plain.named_parameters()}
+    ce_R = F.cross_entropy(functional_call(plain, params, (x,)), y)
+    ce_L = F.cross_entropy(functional_call(plain, {**params, **path_L_params(model)}, (x,)), y)
+    (g_R,) = torch.autograd.grad(ce_R, params["conv1.weight"])
+    (g_L,) = torch.autograd.grad(ce_L, params["conv1.weight"])
+    torch.testing.assert_close(plain.conv1.weight.grad, g_R + g_L)
+
+
+def test_changing_W_L_leaves_logits_R_unchanged(batch):
+    x, _ = batch
+    model = make().eval()
+    before_R, before_L = model(x)
+    with torch.no_grad():
+        model.net.branch_L["conv"].weight.mul_(-3.0)
+    after_R, after_L = model(x)
+    torch.testing.assert_close(before_R, after_R)
+    assert not torch.allclose(before_L, after_L)
+
+
+def test_prefix_runs_once_site_and_suffix_once_per_path(batch):
+    x, _ = batch
+    net = make().net
+    calls = {"conv1": 0, "conv2": 0, "conv_L": 0, "fc": 0}
+    for name, module in [
+        ("conv1", net.net.conv1),
+        ("conv2", net.net.conv2),
+        ("conv_L", net.branch_L["conv"]),
+        ("fc", net.net.fc),
+    ]:
+        module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+    net(x)
+    assert calls == {"conv1": 1, "conv2": 1, "conv_L": 1, "fc": 2}
+
+
+def test_initial_distance_is_positive_and_small():
+    torch.manual_seed(0)
+    net = DRegNet(Tiny(), "conv2", eps=0.01)
+    w = net.net.conv2.weight
+    relative = net.distance().item() / w.pow(2).sum().item()
+    assert 0 < relative < 1e-3
+    expected = 0.01**2 * w.std().item() ** 2 * w.numel() / w.pow(2).sum().item()
+    assert relative == pytest.approx(expected, rel=0.5)
+
+
+@pytest.mark.parametrize("path", ["R", "L"])
+def test_export_matches_the_path_and_has_no_dreg_structure(batch, path):
+    x, y = batch
+    model = make()
+    model.train()
+    for _ in range(2):  # move running stats and weights away from their copies
+        model._loss_terms(x, y)["loss"].backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+                p.grad = None
+    model.eval()
+    logits = dict(zip("RL", model(x), strict=True))
+    exported = model.net.export(path).eval()
+    assert type(exported) is Tiny
+    assert not any(isinstance(m, DRegNet) for m in exported.modules())
+    torch.testing.assert_close(exported(x), logits[path])
+
+
+def test_site_by_r_name_and_bad_sites():
+    assert DRegNet(Tiny(), "R2").site == "conv1"
+    with pytest.raises(ValueError, match="R9"):
+        DRegNet(Tiny(), "R9")
+    with pytest.raises(ValueError, match="not a Conv2d"):
+        DRegNet(Tiny(), "bn1")
+    with pytest.raises(ValueError, match="nope"):
+        DRegNet(Tiny(), "nope")
+
+
+def test_activity_penalty_value_and_gradient(batch):
+    x, _ = batch
+    net = Tiny().train()
+    captured = {}
+    net.bn1.register_forward_hook(lambda m, i, out: captured.update(a=out))
+    l1, l2 = ActivityPenalty(net, "bn1", "l1"), ActivityPenalty(net, "bn1", "l2")
+    net(x)
+    a = captured["a"]
+    a.retain_grad()
+    torch.testing.assert_close(l1.value(), a.abs().sum((1, 2, 3)).mean())
+    value = l2.value()
+    torch.testing.assert_close(value, a.pow(2).sum((1, 2, 3)).mean())
+    value.backward()
+    torch.testing.assert_close(a.grad, 2 * a.detach() / a.shape[0])  # d/da of the per-sample mean
+
+
+def test_activity_penalty_does_not_depend_on_the_batch_size():
+    net = Tiny().eval()  # eval BN: each sample's activation is independent of the others
+    penalty = ActivityPenalty(net, "conv1", "l2")
+    net.conv1.train()
+    x = torch.randn(4, 3, 6, 6)
+    net(x)
+    whole = penalty.value()
+    net(x[:2]), net(x[2:])
+    torch.testing.assert_close(penalty.value(), whole)
+
+
+def test_uncertainty_weight_gradient_and_that_it_moves(batch):
+    w = UncertaintyWeight(0.5)
+    term = torch.tensor(2.0)
+    w(term).backward()
+    assert w.s.grad.item() == pytest.approx(1 - math.exp(-0.5) * 2.0)
+    x, y = batch
+    torch.manual_seed(0)
+    model = Classifier(
+        net=Tiny(), num_classes=3, activity_site="bn1", activity_alpha=1.0, activity_learnable=True
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        opt.zero_grad()
+        model._loss_terms(x, y)["loss"].backward()
+        opt.step()
+    assert abs(model.activity_weight.s.item()) > 1e-3
+
+
+def growth_ratios(
+    form: str, steps: int, lr: float = 0.1, mu: float = 0.9, lam: float = 0.1, wd: float = 5e-4
+):
+    torch.manual_seed(0)
+    model = make(lam=lam, dreg_form=form)
+    x, y = torch.randn(16, 3, 6, 6), torch.randint(0, 3, (16,))
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=mu, weight_decay=wd)
+    norms = []
+    for _ in range(steps):
+        opt.zero_grad()
+        model._loss_terms(x, y)["loss"].backward()
+        opt.step()
+        norms.append(math.sqrt(model.net.distance().item()))
+    return model, [b / a for a, b in itertools.pairwise(norms)]
+
+
+def test_distance_grows_by_the_analytic_root_under_momentum():
+    """SPEC §1: ||W_R - W_L|| grows per step by the largest root of r^2 - (1+mu+lr(4 lambda - wd)) r + mu."""
+    lr, mu, lam, wd = 0.1, 0.9, 0.1, 5e-4
+    b = 1 + mu + lr * (4 * lam - wd)
+    root = (b + math.sqrt(b * b - 4 * mu)) / 2
+    assert root == pytest.approx(1.172, abs=1e-3)
+    _, ratios = growth_ratios("frobenius", 80, lr, mu, lam, wd)
+    assert ratios[-1] == pytest.approx(root, rel=2e-3)
+    assert ratios[-10] == pytest.approx(root, rel=2e-3)
+
+
+def test_cosine_form_stays_bounded():
+    model, _ = growth_ratios("cosine", 80)
+    assert 0 <= model.net.cosine_distance().item() <= 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model.net.diagnostics()["norm_L"] < 100
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dreg_learnable": True}, "run off to infinity"),
+        ({"dreg_form": "l1"}, "dreg_form"),
+        ({"path_loss": "max"}, "path_loss"),
+        ({"dreg_lambda": float("nan")}, "dreg_lambda"),
+        ({"lr": float("inf")}, "lr"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr_scaling": "cubic"}, "lr_scaling"),
+        ({"momentum": 0.0, "nesterov": True}, "nesterov"),
+        ({"activity_learnable": True}, "activity_site"),
+    ],
+)
+def test_bad_settings_raise_a_config_error(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        Classifier(net=Tiny(), num_classes=3, dreg_site="R1", **kwargs)
+
+
+@pytest.mark.parametrize(("rule", "expected"), [("none", 0.1), ("linear", 0.8), ("sqrt", 0.1 * math.sqrt(8))])
+def test_lr_scaling_rules(rule, expected):
+    model = Classifier(net=Tiny(), num_classes=3, lr=0.1, lr_scaling=rule, batch_size=2048, lr_base_batch=256)
+    assert model.learning_rate() == pytest.approx(expected)
