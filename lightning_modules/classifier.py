@@ -92,12 +92,15 @@ class Classifier(L.LightningModule):
         lr_base_batch: int = 256,
         batch_size: int = 128,
         warmup_epochs: float = 0.0,
+        sync_batchnorm: bool = False,
         net: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
         _check_config(dict(self.hparams))
         base = net if net is not None else build_net(model, num_classes, width)
+        if sync_batchnorm:  # before wrapping: DRegNet's graph holds the BatchNorm modules it was built with
+            base = nn.SyncBatchNorm.convert_sync_batchnorm(base)
         # Hooked before wrapping, so the hook sees the base network's module paths.
         self.activity = ActivityPenalty(base, activity_site, activity_norm) if activity_site else None
         self.activity_weight = UncertaintyWeight() if activity_learnable else None

@@ -1,0 +1,242 @@
+"""``python -m experiments``: list the figures, run a figure's sweep, show its status, train one run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, preset_settings, select
+from experiments.records import read_status
+from experiments.train import Execution, run_dir
+
+
+def _execution_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", type=Path, default=Path("results"), help="records go to RESULTS/<preset>/<run>")
+    parser.add_argument("--data-dir", type=Path, help="folder holding cifar-10-batches-py (default $DREG_DATA_DIR)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the md5 check (local copies of CIFAR)")
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    parser.add_argument("--devices", type=int, default=1, help="devices per node (DDP when > 1)")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--wandb", action="store_true", help="also log to W&B (offline unless logged in)")
+    parser.add_argument("--wandb-project", default="dreg")
+    parser.add_argument("--group", help="W&B group (a sweep uses the figure's name)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", default="paper", help="paper, mini or smoke (experiments/presets.yaml)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every run")
+    parser.add_argument("--dataset", help="run the figure on another dataset (e.g. cifar10 without CIFAR-100)")
+    parser.add_argument("--micro-batch", type=int, help="per-device micro-batch (BatchNorm sees it); default: all")
+    parser.add_argument("--sync-batchnorm", action="store_true", help="BatchNorm over the global batch")
+    parser.add_argument("--precision", help="Lightning precision, e.g. bf16-mixed")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {"dataset": args.dataset, "micro_batch": args.micro_batch, "precision": args.precision}
+    values = {k: v for k, v in pairs.items() if v is not None}
+    return {**values, **({"sync_batchnorm": True} if args.sync_batchnorm else {})}
+
+
+def _execution(args: argparse.Namespace, group: str | None = None) -> Execution:
+    return Execution(
+        results=args.results, data_dir=args.data_dir, verify=not args.no_verify, accelerator=args.accelerator,
+        devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, wandb=args.wandb,
+        wandb_project=args.wandb_project, group=args.group or group, progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _parse_value(text: str) -> Any:
+    return None if text in ("None", "null", "none") else yaml.safe_load(text)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    names = [args.figure] if args.figure else FIGURE_NAMES
+    paper_runs: list[str] = []
+    all_runs: list[str] = []
+    for name in names:
+        figure = load_figure(name, args.preset)
+        all_runs += [r.name for r in figure.runs]
+        paper_runs += [r.name for r in figure.runs] if name.startswith("fig") else []
+        print(f"{name}: {figure.title} ({figure.paper}), {len(figure.runs)} runs")
+        for panel, panel_runs in figure.panels.items():
+            print(f"  panel {panel}:")
+            for cfg in panel_runs:
+                print(f"    {cfg.name}")
+    if len(names) > 1:
+        print(
+            f"Figures 2-8: {len(paper_runs)} runs, {len(set(paper_runs))} distinct (a shared run is trained once); "
+            f"with the controls: {len(set(all_runs))} distinct"
+        )
+
+
+def _data_preflight(runs: list[RunConfig], ex: Execution) -> None:
+    """Missing data fails once, up front, with the fix (e.g. CIFAR-100 not available: --dataset cifar10)."""
+    from datamodules import DATAMODULES, DataError
+
+    for dataset in sorted({cfg.dataset for cfg in runs}):
+        try:
+            DATAMODULES[dataset](data_dir=ex.data_dir, verify=ex.verify).prepare_data()
+        except DataError as err:
+            hint = "; or pass --dataset cifar10 to run this figure on CIFAR-10" if dataset == "cifar100" else ""
+            raise DataError(f"{err}{hint}") from err
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from experiments.sweep import run_sweep
+
+    figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
+    runs = select(figure.runs, args.only)
+    ex = _execution(args, group=args.figure)
+    if not args.dry_run:
+        _data_preflight(runs, ex)
+    slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}
+    outcomes = run_sweep(
+        runs, ex, retry_failed=args.retry_failed, parallel=args.parallel, launcher=args.launcher, slurm=slurm,
+        dry_run=args.dry_run,
+    )  # fmt: skip
+    states = [read_status(run_dir(cfg, ex.results))["state"] for cfg, _ in outcomes]
+    if states:
+        print("[sweep] finished: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
+    return 1 if "failed" in states else 0
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
+    print(f"{args.figure} at preset {args.preset}: {figure.title}")
+    print(f"{'run':58s} {'state':9s} {'epoch':>9s} {'best val/acc':>13s}")
+    counts: dict[str, int] = {}
+    for cfg in figure.runs:
+        status = read_status(run_dir(cfg, args.results))
+        state = status["state"]
+        if state == "running" and not _alive(status.get("pid")):
+            state = "stopped"  # interrupted; the next `run` resumes it
+        counts[state] = counts.get(state, 0) + 1
+        best = f"{status['best_val_acc']:.4f} @{status['best_epoch']}" if "best_val_acc" in status else "-"
+        epoch = f"{status.get('epoch', 0)}/{cfg.epochs}"
+        print(f"{cfg.name:58s} {state:9s} {epoch:>9s} {best:>13s}")
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from experiments.train import train
+
+    values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
+    if args.config:
+        try:
+            values.update(yaml.safe_load(args.config.read_text()) or {})
+        except (OSError, yaml.YAMLError) as err:
+            raise ExperimentError(f"cannot read the config {args.config}: {str(err).splitlines()[0]}") from err
+    for item in args.settings:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ExperimentError(f"expected KEY=VALUE, got {item!r} (e.g. dreg_lambda=0.01)")
+        values[key.lstrip("-").replace("-", "_")] = _parse_value(text)
+    values.update(_overrides(args))
+    status = train(RunConfig.from_dict(values), _execution(args))
+    if status:
+        print(f"{status['state']}: best val/acc {status.get('best_val_acc', float('nan')):.4f}")
+    return 0 if status.get("state", "done") in ("done", "diverged") else 1
+
+
+def cmd_wandb_sweep(args: argparse.Namespace) -> None:
+    """W&B sweep YAMLs (one per panel) whose agents call the single-run command."""
+    figure = load_figure(args.figure, args.preset)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for panel, runs in figure.panels.items():
+        runs = [r for r in runs if r.dreg_site is not None]  # baselines are shared runs: use `run`
+        table = [r.to_dict() for r in runs]
+        parameters = {}
+        for key in table[0]:
+            values = list(dict.fromkeys(row[key] for row in table))
+            parameters[key] = {"values": values} if len(values) > 1 else {"value": values[0]}
+        sweep = {
+            "name": f"{args.figure}{panel}-{args.preset}",
+            "method": "grid",
+            "parameters": parameters,
+            "command": ["${env}", "${interpreter}", "-m", "experiments", "train", "--wandb", "--group",
+                        args.figure, "${args_no_hyphens}"],
+        }  # fmt: skip
+        path = args.out / f"{args.figure}{panel}-{args.preset}.yaml"
+        path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+        print(f"wrote {path}: `wandb sweep {path}`, then `wandb agent <sweep id>`")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="the figures, their panels and runs")
+    p.add_argument("figure", nargs="?", choices=FIGURE_NAMES)
+    p.add_argument("--preset", default="paper")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run (or resume) the sweep of a figure")
+    p.add_argument("figure", choices=FIGURE_NAMES)
+    _run_settings(p)
+    p.add_argument("--only", help="only runs whose name matches this pattern, e.g. 'bs2048*'")
+    p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="run `failed` runs again")
+    p.add_argument("--parallel", type=int, default=1, help="runs at once on this machine (one per GPU)")
+    p.add_argument("--launcher", choices=("local", "submitit-local", "slurm"), default="local")
+    p.add_argument("--partition", help="SLURM partition (--launcher slurm)")
+    p.add_argument("--timeout-min", type=int, help="SLURM time limit per run, minutes")
+    _execution_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="a table of a figure's runs and their states")
+    p.add_argument("figure", choices=FIGURE_NAMES)
+    _run_settings(p)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("train", help="train (or resume) one run: --config FILE and/or KEY=VALUE settings")
+    p.add_argument("--config", type=Path, help="YAML of run settings (see experiments/config.py RunConfig)")
+    p.add_argument("settings", nargs="*", help="KEY=VALUE run settings, e.g. model=vgg16 dreg_site=R1")
+    _run_settings(p)
+    p.set_defaults(preset=None)
+    _execution_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("wandb-sweep", help="write W&B sweep YAMLs for a figure's DReg runs (e.g. fig6, fig7)")
+    p.add_argument("figure", choices=FIGURE_NAMES)
+    p.add_argument("--preset", default="mini")
+    p.add_argument("--out", type=Path, default=Path("sweeps"))
+    p.set_defaults(func=cmd_wandb_sweep)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from datamodules import DataError
+
+    try:
+        return args.func(args) or 0
+    except (ExperimentError, DataError, ValueError) as err:
+        if os.environ.get("DREG_DEBUG"):
+            raise
+        print(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

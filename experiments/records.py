@@ -1,0 +1,148 @@
+"""A run's records on disk (SPEC §5): config.yaml, metrics.csv, status.json; each write survives a crash."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import Checkpoint
+
+from experiments.config import ExperimentError, RunConfig
+
+PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file and rename it over ``path``: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "status.json"
+    return json.loads(path.read_text()) if path.exists() else {"state": "pending"}
+
+
+def write_status(run_dir: Path, **fields: Any) -> None:
+    status = {**read_status(run_dir), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_atomic(run_dir / "status.json", json.dumps(status, indent=1) + "\n")
+
+
+def _provenance() -> dict[str, Any]:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    return {"versions": versions, "git_commit": commit}
+
+
+def claim_run_dir(cfg: RunConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` with its config.yaml, or check that the one there is this run's."""
+    config_file = run_dir / "config.yaml"
+    if config_file.exists():
+        recorded = yaml.safe_load(config_file.read_text()).get("run", {})
+        diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
+        if diff:
+            shown = ", ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in list(diff.items())[:4])
+            raise ExperimentError(
+                f"{run_dir} holds a run with another config ({shown}); "
+                "use another --results folder, or move that run folder away"
+            )
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"run_name": cfg.name, "run": cfg.to_dict(), **_provenance()}
+        write_atomic(config_file, yaml.safe_dump(record, sort_keys=False))
+    except OSError as err:
+        raise ExperimentError(
+            f"cannot write the run folder {run_dir} ({err.strerror}): choose a writable --results"
+        ) from err
+
+
+def read_metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and complete rows of metrics.csv (a line cut short by a crash is dropped)."""
+    if not path.exists():
+        return [], []
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    reader = csv.DictReader(io.StringIO("".join(lines)))
+    return list(reader.fieldnames or []), list(reader)
+
+
+class RunRecords(Checkpoint):
+    """Appends a metrics.csv row and updates status.json at the end of each training epoch.
+
+    A ``Checkpoint`` subclass because Lightning calls checkpoint callbacks after the
+    LightningModule's epoch-end hook (so the epoch's diagnostics are logged) and in list
+    order: placed before ``ModelCheckpoint``, a row is on disk before the checkpoint that
+    follows it, and a resumed run drops the rows its checkpoint does not cover.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / "metrics.csv"
+        self.header: list[str] = []
+        self.best: tuple[float, int] | None = None
+        self._epoch_start = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        header, rows = read_metrics_rows(self.path)
+        rows = [r for r in rows if int(r["epoch"]) < trainer.current_epoch]  # what the checkpoint covers
+        self.header = header
+        text = io.StringIO()
+        if header:
+            writer = csv.DictWriter(text, header, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        write_atomic(self.path, text.getvalue())
+        accs = [(float(r["val/acc"]), int(r["epoch"])) for r in rows if r.get("val/acc")]
+        self.best = max(accs, key=lambda a: (a[0], -a[1])) if accs else None
+        write_status(self.run_dir, state="running", epoch=trainer.current_epoch, pid=os.getpid())
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or getattr(pl_module, "diverged_epoch", None) is not None:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if "/" in k}
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics}
+        row["epoch_time"] = round(time.perf_counter() - self._epoch_start, 3)
+        if not self.header:
+            self.header = list(row)
+            write_atomic(self.path, ",".join(self.header) + "\n")
+        line = io.StringIO()
+        csv.DictWriter(line, self.header, lineterminator="\n", extrasaction="ignore").writerow(row)
+        with open(self.path, "a") as f:  # one write of one whole line, then fsync
+            f.write(line.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        if "val/acc" in metrics and (self.best is None or metrics["val/acc"] > self.best[0]):
+            self.best = (metrics["val/acc"], trainer.current_epoch)
+        best = {"best_val_acc": self.best[0], "best_epoch": self.best[1]} if self.best else {}
+        write_status(self.run_dir, state="running", epoch=trainer.current_epoch + 1, **best)

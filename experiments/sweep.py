@@ -1,0 +1,144 @@
+"""A figure's runs: skip what is finished, resume what was interrupted, isolate each run.
+
+Each run trains in its own process (``python -m experiments train``), so a crash, an
+out-of-memory kill or a divergence in one run never stops the others; ``--parallel K``
+keeps K of them going at once, and ``--launcher slurm`` hands each to SLURM via submitit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from experiments.config import RunConfig, validate
+from experiments.records import read_status
+from experiments.train import Execution, resolve, run_dir
+
+FINISHED = ("done", "diverged")
+
+
+def plan(runs: list[RunConfig], ex: Execution, retry_failed: bool) -> list[tuple[RunConfig, str]]:
+    """Each run with its state and what the sweep does with it: run, or skip."""
+    rows = []
+    for cfg in runs:
+        state = read_status(run_dir(cfg, ex.results))["state"]
+        rows.append((cfg, "skip" if state in FINISHED or (state == "failed" and not retry_failed) else "run"))
+    return rows
+
+
+def train_command(cfg: RunConfig, ex: Execution, config_file: Path) -> list[str]:
+    """The single-run command line that trains ``cfg`` under ``ex``."""
+    config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    command = [sys.executable, "-m", "experiments", "train", "--config", str(config_file)]
+    command += ["--results", str(ex.results), "--accelerator", ex.accelerator, "--devices", str(ex.devices)]
+    command += ["--num-nodes", str(ex.num_nodes), "--strategy", ex.strategy]
+    command += ["--data-dir", str(ex.data_dir)] if ex.data_dir else []
+    command += [] if ex.verify else ["--no-verify"]
+    command += ["--wandb", "--wandb-project", ex.wandb_project] if ex.wandb else []
+    command += ["--group", ex.group] if ex.group else []
+    command += [] if ex.progress else ["--no-progress"]
+    return command
+
+
+def _local(jobs: list[RunConfig], ex: Execution, parallel: int, report: Callable[[RunConfig, str], None]) -> None:
+    gpus = _gpu_count()
+    with tempfile.TemporaryDirectory(prefix="dreg-sweep-") as tmp:
+
+        def one(slot_and_cfg: tuple[int, RunConfig]) -> None:
+            slot, cfg = slot_and_cfg
+            env = dict(os.environ)
+            if gpus and parallel > 1:  # one run per GPU
+                env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+            if parallel > 1:  # share the CPU cores instead of oversubscribing them
+                env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+            command = train_command(cfg, ex, Path(tmp) / f"{cfg.name}.yaml")
+            if parallel > 1:
+                log = Path(ex.results) / cfg.preset / "logs" / f"{cfg.name}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with open(log, "w") as out:
+                    code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
+            else:
+                code = subprocess.run(command, env=env).returncode
+            report(cfg, "ok" if code == 0 else f"exit {code}")
+
+        with ThreadPoolExecutor(max_workers=parallel) as pool:
+            list(pool.map(one, enumerate(jobs)))
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _submitit(jobs: list[RunConfig], ex: Execution, launcher: str, slurm: dict[str, Any],
+              report: Callable[[RunConfig, str], None]) -> None:  # fmt: skip
+    """Each run one submitit job; multi-GPU runs get one task per GPU (Lightning reads SLURM's environment)."""
+    import submitit
+
+    from experiments.train import train
+
+    folder = Path(ex.results) / ".submitit"
+    if launcher == "slurm":
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        executor.update_parameters(
+            nodes=ex.num_nodes, tasks_per_node=ex.devices, gpus_per_node=ex.devices, **slurm,
+        )  # fmt: skip
+    else:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=slurm.get("timeout_min", 60))
+    quiet = dataclasses.replace(ex, progress=False)
+    submitted = [(cfg, executor.submit(train, cfg, quiet)) for cfg in jobs]
+    for cfg, job in submitted:
+        try:
+            job.result()
+            report(cfg, "ok")
+        except Exception as err:  # the job's own status.json holds the details
+            report(cfg, f"failed: {str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__}")
+
+
+def run_sweep(
+    runs: list[RunConfig], ex: Execution, *, retry_failed: bool = False, parallel: int = 1,
+    launcher: str = "local", slurm: dict[str, Any] | None = None, dry_run: bool = False,
+) -> list[tuple[RunConfig, str]]:  # fmt: skip
+    """Run what is not finished; returns each run with what happened to it."""
+    for cfg in runs:  # every bad setting is reported before anything runs
+        validate(cfg)
+        resolve(cfg, ex)
+    rows = plan(runs, ex, retry_failed)
+    jobs = [cfg for cfg, action in rows if action == "run"]
+    print(f"{len(runs)} runs: {len(jobs)} to run, {len(runs) - len(jobs)} finished or failed (skipped)")
+    if dry_run:
+        for cfg, action in rows:
+            print(f"  {action:4s}  {cfg.name}  [{read_status(run_dir(cfg, ex.results))['state']}]")
+        return [(cfg, "dry-run") for cfg in jobs]
+    outcomes: list[tuple[RunConfig, str]] = []
+    start = time.monotonic()
+
+    def report(cfg: RunConfig, outcome: str) -> None:
+        outcomes.append((cfg, outcome))
+        done = len(outcomes)
+        eta = (time.monotonic() - start) / done * (len(jobs) - done)
+        state = read_status(run_dir(cfg, ex.results))["state"]
+        print(f"[sweep] run {done} of {len(jobs)}: {cfg.name} -> {state} ({outcome}); ETA {_clock(eta)}", flush=True)
+
+    if launcher == "local":
+        _local(jobs, ex, parallel, report)
+    else:
+        _submitit(jobs, ex, launcher, slurm or {}, report)
+    return outcomes
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"

@@ -1,0 +1,132 @@
+"""One run: check everything, build data and model, train with Lightning, keep the records, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from datamodules import DATAMODULES
+from experiments.config import RunConfig, split_batch, validate
+from experiments.records import RunRecords, claim_run_dir, read_status, write_status
+from lightning_modules import Classifier
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a run is executed. Nothing here changes its numbers (the micro-batch, which does, is in RunConfig)."""
+
+    results: Path = Path("results")
+    data_dir: Path | None = None
+    verify: bool = True
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    wandb: bool = False
+    wandb_project: str = "dreg"
+    group: str | None = None
+    progress: bool = True
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def run_dir(cfg: RunConfig, results: Path) -> Path:
+    return Path(results) / cfg.preset / cfg.name
+
+
+def resolve(cfg: RunConfig, ex: Execution) -> RunConfig:
+    """The config with its micro-batch made explicit (it is recorded: BatchNorm sees it, SPEC §4)."""
+    micro, _ = split_batch(cfg, ex.world_size)
+    return RunConfig.from_dict({**cfg.to_dict(), "micro_batch": micro})
+
+
+def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.loggers.Logger:
+    """W&B, offline unless the user is logged in; it never waits for a login prompt."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
+    os.environ.setdefault("WANDB_MODE", "online" if logged_in else "offline")
+    tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
+    tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site] if cfg.dreg_site else ["baseline"]
+    run_id = hashlib.sha1(f"{cfg.preset}/{cfg.name}".encode()).hexdigest()[:12]  # same id on resume
+    return WandbLogger(
+        project=ex.wandb_project, group=ex.group, name=cfg.name, id=run_id, resume="allow",
+        tags=tags, config=cfg.to_dict(), save_dir=str(directory),
+    )  # fmt: skip
+
+
+def _netrc() -> str:
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return path.read_text() if path.exists() else ""
+
+
+def build(cfg: RunConfig, ex: Execution) -> tuple[Classifier, L.LightningDataModule]:
+    """The LightningModule and the DataModule of a run (seeded, so a run is a function of its config)."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = DATAMODULES[cfg.dataset](
+        data_dir=ex.data_dir, batch_size=cfg.global_batch, micro_batch=cfg.micro_batch, val_size=cfg.val_size,
+        val_from_test=cfg.val_from_test, train_subset=cfg.train_subset, seed=cfg.seed, augment=cfg.augment,
+        verify=ex.verify,
+    )  # fmt: skip
+    model = Classifier(**cfg.module_kwargs(), sync_batchnorm=cfg.sync_batchnorm)
+    return model, datamodule
+
+
+def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
+    """Train (or resume) one run and return its final status. Bad input fails before anything is written."""
+    validate(cfg)
+    cfg = resolve(cfg, ex)
+    directory = run_dir(cfg, ex.results)
+    model, datamodule = build(cfg, ex)
+    datamodule.prepare_data()  # missing or corrupt data fails here, before the run folder exists
+    datamodule.setup("fit")
+    claim_run_dir(cfg, directory)
+    status = read_status(directory)
+    if status["state"] in ("done", "diverged"):
+        return status
+    checkpoint = directory / "checkpoints" / "last.ckpt"
+    _, accumulate = split_batch(cfg, ex.world_size)
+    checkpointing = ModelCheckpoint(
+        directory / "checkpoints", "last", save_on_train_epoch_end=True, enable_version_counter=False
+    )
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=ex.accelerator,
+        devices=ex.devices,
+        num_nodes=ex.num_nodes,
+        strategy=ex.strategy,
+        precision=cfg.precision,
+        accumulate_grad_batches=accumulate,
+        callbacks=[RunRecords(directory), checkpointing],  # records first: a row lands before its checkpoint
+        logger=wandb_logger(cfg, ex, directory) if ex.wandb else False,
+        default_root_dir=directory,
+        num_sanity_val_steps=0,
+        enable_progress_bar=ex.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # the device loader shards each epoch itself
+        log_every_n_steps=1,
+    )
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint if checkpoint.exists() else None)
+    except Exception as err:
+        if trainer.is_global_zero:
+            write_status(directory, state="failed", error=f"{type(err).__name__}: {err}")
+        raise
+    if model.diverged_epoch is not None:
+        final = {"state": "diverged", "diverged_epoch": model.diverged_epoch}
+    else:
+        final = {"state": "done", "selected_path": model.selected_path if model.dreg else None}
+        if datamodule.has_test and not cfg.val_from_test:  # the test split, touched once at the end (SPEC §4)
+            (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
+            final["test_acc"] = float(result["test/acc"])
+    if trainer.is_global_zero:
+        write_status(directory, steps=trainer.global_step, **final)
+    return read_status(directory)
