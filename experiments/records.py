@@ -108,7 +108,8 @@ class RunRecords(Checkpoint):
         self.best: tuple[float, int] | None = None
         self._epoch_start = 0.0
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After Lightning restored a checkpoint, so ``current_epoch`` is the one training resumes at."""
         if not trainer.is_global_zero:
             return
         header, rows = read_metrics_rows(self.path)
