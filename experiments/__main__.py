@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def _execution(args: argparse.Namespace, group: str | None = None) -> Execution:
 
 
 def _parse_value(text: str) -> Any:
-    return None if text in ("None", "null", "none") else yaml.safe_load(text)
+    """A KEY=VALUE value as YAML, plus what a W&B agent writes with Python's ``str``: ``None``, and floats
+    such as ``1e-05`` that YAML 1.1 reads as text. ``none`` stays text: it is a value of lr_scaling."""
+    if text == "None":
+        return None
+    return float(text) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text) else yaml.safe_load(text)
 
 
 def cmd_list(args: argparse.Namespace) -> None:

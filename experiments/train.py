@@ -10,6 +10,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules import DATAMODULES
 from experiments.config import RunConfig, split_batch, validate
@@ -56,7 +57,9 @@ def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.lo
     os.environ.setdefault("WANDB_MODE", "online" if logged_in else "offline")
     tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
     tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site] if cfg.dreg_site else ["baseline"]
-    run_id = hashlib.sha1(f"{cfg.preset}/{cfg.name}".encode()).hexdigest()[:12]  # same id on resume
+    # A W&B sweep agent names the run it scheduled in WANDB_RUN_ID, which an explicit id would override;
+    # otherwise the id follows the run, so a resumed run continues the same W&B run.
+    run_id = os.environ.get("WANDB_RUN_ID") or hashlib.sha1(f"{cfg.preset}/{cfg.name}".encode()).hexdigest()[:12]
     return WandbLogger(
         project=ex.wandb_project, group=ex.group, name=cfg.name, id=run_id, resume="allow",
         tags=tags, config=cfg.to_dict(), save_dir=str(directory),
@@ -88,7 +91,8 @@ def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
     model, datamodule = build(cfg, ex)
     datamodule.prepare_data()  # missing or corrupt data fails here, before the run folder exists
     datamodule.setup("fit")
-    claim_run_dir(cfg, directory)
+    if rank_zero_only.rank == 0:  # the rank from the launcher's env; ranks started at once must not race here
+        claim_run_dir(cfg, directory)
     status = read_status(directory)
     if status["state"] in ("done", "diverged"):
         return status
@@ -129,4 +133,7 @@ def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
             final["test_acc"] = float(result["test/acc"])
     if trainer.is_global_zero:
         write_status(directory, steps=trainer.global_step, **final)
+    # Every rank returns the final status: one that read `running` would exit 1, and Lightning's DDP launcher
+    # then kills rank 0.
+    trainer.strategy.barrier("status")
     return read_status(directory)
