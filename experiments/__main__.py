@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, preset_settings, select
-from experiments.records import read_status
+from experiments.records import BUSY, RunBusy, read_status
 from experiments.train import Execution, run_dir
 
 
@@ -183,9 +183,16 @@ def cmd_wandb_sweep(args: argparse.Namespace) -> None:
         print(f"wrote {path}: `wandb sweep {path}`, then `wandb agent <sweep id>`")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get one line (what is wrong, and where the help is) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m experiments", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True)
+    top = _Parser(prog="python -m experiments", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="the figures, their panels and runs")
     p.add_argument("figure", nargs="?", choices=FIGURE_NAMES)
@@ -233,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
+    except RunBusy as err:
+        print(f"skipped: {err}", file=sys.stderr)
+        return BUSY
     except (ExperimentError, DataError, ValueError) as err:
         if os.environ.get("DREG_DEBUG"):
             raise

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 from lightning.pytorch.callbacks import Checkpoint
 
@@ -78,6 +83,38 @@ def claim_run_dir(cfg: RunConfig, run_dir: Path) -> None:
         raise ExperimentError(
             f"cannot write the run folder {run_dir} ({err.strerror}): choose a writable --results"
         ) from err
+
+
+class RunBusy(ExperimentError):
+    """Another process is training this run (a second sweep on the same results folder)."""
+
+
+BUSY = 3  # the exit code of `python -m experiments train` for a run that another process is training
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock while training it. The kernel drops it when the process ends, even on SIGKILL."""
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            message = f"{run_dir} is being trained by another process: wait for it, or use another --results"
+            raise RunBusy(message) from err
+        yield
+
+
+def usable_checkpoint(path: Path) -> Path | None:
+    """``path`` if it loads; an unreadable one (cut short by a crash) is moved aside, with a warning."""
+    if not path.exists():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, bad pickle, ...: any failure means "cannot resume from it"
+        path.replace(path.with_suffix(".ckpt.unreadable"))
+        print(f"warning: {path} is unreadable ({type(err).__name__}); the run restarts from scratch", file=sys.stderr)
+        return None
+    return path
 
 
 def read_metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from experiments.config import RunConfig, validate
-from experiments.records import read_status
+from experiments.records import BUSY, read_status
 from experiments.train import Execution, resolve, run_dir
 
 FINISHED = ("done", "diverged")
@@ -69,7 +69,7 @@ def _local(jobs: list[RunConfig], ex: Execution, parallel: int, report: Callable
                     code = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
             else:
                 code = subprocess.run(command, env=env).returncode
-            report(cfg, "ok" if code == 0 else f"exit {code}")
+            report(cfg, {0: "ok", BUSY: "busy: another process is training it"}.get(code, f"exit {code}"))
 
         with ThreadPoolExecutor(max_workers=parallel) as pool:
             list(pool.map(one, enumerate(jobs)))

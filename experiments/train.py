@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules import DATAMODULES
-from experiments.config import RunConfig, split_batch, validate
-from experiments.records import RunRecords, claim_run_dir, read_status, write_status
+from experiments.config import ExperimentError, RunConfig, split_batch, validate
+from experiments.records import RunRecords, claim_run_dir, read_status, run_lock, usable_checkpoint, write_status
 from lightning_modules import Classifier
 
 
@@ -49,12 +49,23 @@ def resolve(cfg: RunConfig, ex: Execution) -> RunConfig:
     return RunConfig.from_dict({**cfg.to_dict(), "micro_batch": micro})
 
 
+def wandb_mode() -> str:
+    """``online`` when logged in, else ``offline``; a user's WANDB_MODE wins, but online needs a login."""
+    logged_in = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
+    mode = os.environ.get("WANDB_MODE") or ("online" if logged_in else "offline")
+    if mode == "online" and not logged_in:
+        raise ExperimentError(
+            "W&B online was asked for (WANDB_MODE=online) but no login was found: run `wandb login` or set "
+            "WANDB_API_KEY, or unset WANDB_MODE to log offline and `wandb sync` later"
+        )
+    return mode
+
+
 def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.loggers.Logger:
     """W&B, offline unless the user is logged in; it never waits for a login prompt."""
     from lightning.pytorch.loggers import WandbLogger
 
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or "api.wandb.ai" in _netrc()
-    os.environ.setdefault("WANDB_MODE", "online" if logged_in else "offline")
+    os.environ["WANDB_MODE"] = wandb_mode()
     tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
     tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site] if cfg.dreg_site else ["baseline"]
     # A W&B sweep agent names the run it scheduled in WANDB_RUN_ID, which an explicit id would override;
@@ -87,16 +98,28 @@ def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
     """Train (or resume) one run and return its final status. Bad input fails before anything is written."""
     validate(cfg)
     cfg = resolve(cfg, ex)
+    if ex.wandb:
+        wandb_mode()
     directory = run_dir(cfg, ex.results)
     model, datamodule = build(cfg, ex)
     datamodule.prepare_data()  # missing or corrupt data fails here, before the run folder exists
     datamodule.setup("fit")
-    if rank_zero_only.rank == 0:  # the rank from the launcher's env; ranks started at once must not race here
-        claim_run_dir(cfg, directory)
-    status = read_status(directory)
-    if status["state"] in ("done", "diverged"):
-        return status
-    checkpoint = directory / "checkpoints" / "last.ckpt"
+    if rank_zero_only.rank != 0:  # ranks launched after rank 0 (DDP): rank 0 holds the folder and its lock
+        return _fit(cfg, ex, model, datamodule, directory)
+    claim_run_dir(cfg, directory)
+    with run_lock(directory):
+        status = read_status(directory)
+        if status["state"] in ("done", "diverged"):
+            return status
+        return _fit(cfg, ex, model, datamodule, directory)
+
+
+def _fit(
+    cfg: RunConfig, ex: Execution, model: Classifier, datamodule: L.LightningDataModule, directory: Path
+) -> dict[str, Any]:
+    last = directory / "checkpoints" / "last.ckpt"
+    # Rank 0 checks the checkpoint before it launches the other ranks, which then resume from the same one.
+    checkpoint = usable_checkpoint(last) if rank_zero_only.rank == 0 else (last if last.exists() else None)
     _, accumulate = split_batch(cfg, ex.world_size)
     checkpointing = ModelCheckpoint(
         directory / "checkpoints", "last", save_on_train_epoch_end=True, enable_version_counter=False
@@ -119,7 +142,7 @@ def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
         log_every_n_steps=1,
     )
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint if checkpoint.exists() else None)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=checkpoint)
     except Exception as err:
         if trainer.is_global_zero:
             write_status(directory, state="failed", error=f"{type(err).__name__}: {err}")
