@@ -141,15 +141,16 @@ class Classifier(L.LightningModule):
         terms["loss"] = loss
         return terms
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         terms = self._loss_terms(x, y)
         finite = bool(torch.isfinite(terms["loss"]))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            # SPEC §5: a non-finite loss ends the run as `diverged`; returning None skips the step.
+            # SPEC §5: a non-finite loss ends the run as `diverged`. Lightning refuses a skipped step (None) under
+            # DDP, so the step gets a zero loss that reaches every parameter: zero gradients, ranks in step.
             self.diverged_epoch = self.current_epoch
             self.trainer.should_stop = True
-            return None
+            return sum(p.reshape(-1)[0] for p in self.parameters()) * 0.0
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, sync_dist=True
         )
