@@ -1,0 +1,71 @@
+"""``python -m analysis``: draw a figure of the paper from run records, or write the replication report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from analysis.figures import draw, save
+from analysis.records import AnalysisError, load_figure_records
+from analysis.report import write_report
+from experiments.config import FIGURE_NAMES
+
+
+class Parser(argparse.ArgumentParser):
+    """Bad arguments end in one line, ``error: ...``, and exit status 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cmd_figure(args: argparse.Namespace) -> None:
+    names = FIGURE_NAMES if args.figure == "all" else (args.figure,)
+    drawn = 0
+    for name in names:
+        records = load_figure_records(name, args.results, args.preset, args.dataset)
+        if not len(records.table):
+            if args.figure != "all":
+                raise AnalysisError(f"no records of {name} under {Path(args.results) / args.preset}: run "
+                                    f"`python -m experiments run {name} --preset {args.preset}` first")  # fmt: skip
+            print(f"skipped {name}: no records" + "".join(f"; {note}" for note in records.notes))
+            continue
+        fig, notes = draw(records)
+        for path in save(fig, args.out or Path(args.results) / args.preset / "analysis", name):
+            print(f"wrote {path}")
+        for note in notes:
+            print(f"note ({name}): {note}")
+        drawn += 1
+    if not drawn:
+        raise AnalysisError(f"no records of any figure under {Path(args.results) / args.preset}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    print(f"wrote {write_report(args.results, args.preset, args.out)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m analysis", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    figure = commands.add_parser("figure", help="draw a figure as PNG and PDF")
+    figure.add_argument("figure", help=f"one of {', '.join(FIGURE_NAMES)}, or all")
+    figure.add_argument("--dataset", help="the runs' dataset, if not the paper's (default: found on disk)")
+    figure.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
+    report = commands.add_parser("report", help="write the markdown replication report")
+    report.add_argument("--out", type=Path, help="the report file (default RESULTS/PRESET/analysis/report.md)")
+    for sub in (figure, report):
+        sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
+        sub.add_argument("--preset", default="mini", help="paper, mini or smoke (default mini)")
+    args = parser.parse_args(argv)
+    try:
+        {"figure": cmd_figure, "report": cmd_report}[args.command](args)
+    except AnalysisError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

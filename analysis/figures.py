@@ -1,0 +1,258 @@
+"""The paper's figures from run records: validation accuracy per epoch, one function per figure, PNG and PDF.
+
+DReg lines are solid and their baselines dashed in the same colour; with several seeds the line is the mean
+and a band spans min to max; a diverged run is drawn to its last epoch, ends in an 'x' and says so in the
+legend; runs not in the results are skipped and listed under the figure.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, load_figure_records
+from experiments.config import RunConfig
+
+SUBTITLES = {
+    "fig2": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
+    "fig3": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
+    "fig4": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
+    "fig5": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
+    "fig6": "DReg site (topological level, R1 nearest the output), BS 30k, λ=0.1",
+    "fig7": "DReg weight λ at R1, BS 30k",
+    "fig8": "plain SGD and momentum SGD with and without DReg (λ=0.01 at R1), BS 30k",
+    "controls": "DReg against path loss mean, cosine form and λ=0 (beyond the paper), BS 30k, λ=0.1 at R1",
+}
+BASELINE_COLOR = "black"
+
+
+@dataclass
+class Style:
+    label: str
+    color: str | tuple
+    linestyle: str = "-"
+
+
+@dataclass
+class Rendered:
+    """A drawn figure, the files written and what the reader should know (missing runs, data used)."""
+
+    figure: Figure
+    paths: list[Path]
+    notes: list[str]
+
+
+def _convergence_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    batches = sorted({cfg.batch_size for cfg in records.spec.runs})
+    palette = colormaps["tab10"]
+
+    def style(cfg: RunConfig) -> Style:
+        color = palette(batches.index(cfg.batch_size))
+        kind = "DReg" if cfg.dreg_site else "baseline"
+        return Style(f"BS {bs_label(cfg.batch_size)} {kind}", color, "-" if cfg.dreg_site else "--")
+
+    return style
+
+
+def _site_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    palette = colormaps["viridis"]
+
+    def style(cfg: RunConfig) -> Style:
+        if cfg.dreg_site is None:
+            return Style("baseline (no DReg)", BASELINE_COLOR, "--")
+        level = int(cfg.dreg_site[1:])
+        return Style(f"DReg at {cfg.dreg_site}", palette((level - 1) / 7))
+
+    return style
+
+
+def _lambda_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    lambdas = sorted({cfg.dreg_lambda for cfg in records.spec.runs if cfg.dreg_site and cfg.dreg_lambda > 0})
+    palette = colormaps["plasma"]
+
+    def style(cfg: RunConfig) -> Style:
+        if cfg.dreg_site is None:
+            return Style("baseline (no DReg)", BASELINE_COLOR, "--")
+        if cfg.dreg_lambda == 0:
+            return Style("λ=0 (two paths, no penalty)", "tab:gray", "-.")
+        return Style(f"DReg λ={cfg.dreg_lambda:g}", palette(0.85 * lambdas.index(cfg.dreg_lambda) / len(lambdas)))
+
+    return style
+
+
+def _momentum_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    colors = {0.0: "tab:blue", 0.5: "tab:orange", 0.9: "tab:green"}
+
+    def style(cfg: RunConfig) -> Style:
+        optimizer = "SGD" if cfg.momentum == 0 else f"momentum {cfg.momentum:g}"
+        kind = "DReg" if cfg.dreg_site else "baseline"
+        return Style(f"{optimizer} {kind}", colors.get(cfg.momentum, "tab:red"), "-" if cfg.dreg_site else "--")
+
+    return style
+
+
+def _control_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    def style(cfg: RunConfig) -> Style:
+        if cfg.dreg_site is None:
+            return Style("baseline (no DReg)", BASELINE_COLOR, "--")
+        if cfg.dreg_lambda == 0:
+            return Style("λ=0 (two paths, no penalty)", "tab:gray", "-.")
+        if cfg.path_loss == "mean":
+            return Style("DReg, path loss mean", "tab:orange")
+        if cfg.dreg_form == "cosine":
+            return Style("DReg, cosine form", "tab:green")
+        return Style("DReg (paper: sum, Frobenius)", "tab:blue")
+
+    return style
+
+
+STYLES: dict[str, Callable[[FigureRecords], Callable[[RunConfig], Style]]] = {
+    "fig2": _convergence_styles, "fig3": _convergence_styles, "fig4": _convergence_styles,
+    "fig5": _convergence_styles, "fig6": _site_styles, "fig7": _lambda_styles, "fig8": _momentum_styles,
+    "controls": _control_styles,
+}  # fmt: skip
+
+
+def _title(records: FigureRecords) -> str:
+    models = " and ".join(dict.fromkeys(MODEL_LABELS[cfg.model] for cfg in records.spec.runs))
+    paper = records.name != "controls"
+    data = records.data_words("paper" if paper else "specified")
+    return f"{records.spec.paper if paper else 'Controls'}: {models} on {data}, {SUBTITLES[records.name]}"
+
+
+def _panel_title(panel: str, runs: list[RunConfig]) -> str:
+    models = dict.fromkeys(MODEL_LABELS[r.model] for r in runs)
+    batches = ", ".join(bs_label(b) for b in dict.fromkeys(r.batch_size for r in runs))
+    prefix = f"{' / '.join(models)}, " if len(models) == 1 and len({r.model for r in runs}) == 1 else ""
+    return f"({panel}) {prefix}BS {batches}"
+
+
+def _state_words(curve: Curve) -> str:
+    """' (diverged)' for one seed; ' (3 seeds, 1 diverged)' for several; nothing for finished runs."""
+    counts = {s: curve.states.count(s) for s in ("diverged", "running", "failed", "pending") if s in curve.states}
+    if len(curve.seeds) == 1:
+        return "".join(f" ({s})" for s in counts)
+    return f" ({len(curve.seeds)} seeds" + "".join(f", {n} {s}" for s, n in counts.items()) + ")"
+
+
+def draw_curve(ax: Axes, curve: Curve, style: Style) -> None:
+    """One line (mean over seeds), a min-max band with several seeds, an 'x' where a seed diverged."""
+    x, y = curve.epochs, 100 * curve.mean
+    if len(curve.seeds) > 1:
+        ax.fill_between(x, 100 * curve.low, 100 * curve.high, color=style.color, alpha=0.15, linewidth=0)
+    marks = [int(np.flatnonzero(x == e)[0]) for e in curve.diverged_at]
+    marker = "x" if marks else ("o" if len(x) == 1 else None)
+    label = style.label + _state_words(curve)
+    ax.plot(
+        x, y, color=style.color, linestyle=style.linestyle, label=label, marker=marker,
+        markevery=marks or None, markersize=9, markeredgewidth=2, linewidth=1.6,
+    )  # fmt: skip
+
+
+def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
+    """The figure of ``records``: one axes per panel, one line per run found; and the notes to print."""
+    style = STYLES[records.name](records)
+    panels = curves(records)
+    fig = Figure(figsize=(5.4 * len(panels), 4.9), layout="constrained")
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    skipped = []
+    for ax, (panel, lines) in zip(axes, panels.items(), strict=True):
+        runs = records.spec.panels[panel]
+        for curve in lines:
+            draw_curve(ax, curve, style(curve.config))
+        if lines:
+            ax.legend(fontsize=7.5, loc="lower right")
+        else:
+            ax.text(0.5, 0.5, "no records yet", transform=ax.transAxes, ha="center", va="center", color="gray")
+        ax.set_title(_panel_title(panel, runs), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_xlim(0, max([cfg.epochs for cfg in runs] + [int(c.epochs[-1]) for c in lines]))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if records.missing[panel]:
+            skipped.append(f"({panel}) " + ", ".join(style(cfg).label for cfg in records.missing[panel]))
+    axes[0].set_ylabel("validation accuracy (%)")
+    if not any(panels.values()):
+        axes[0].set_ylim(0, 100)
+    fig.suptitle(f"{_title(records)}\nscale: {records.scale_words()}", fontsize=10)
+    notes = list(records.notes)
+    if skipped:
+        text = "not in the results yet (skipped): " + "; ".join(skipped)
+        fig.supxlabel(textwrap.fill(text, 60 * len(panels)), fontsize=8, color="dimgray")
+        notes.append(text)
+    return fig, notes
+
+
+def render(
+    name: str, results: Path | str = "results", preset: str = "mini", out: Path | str | None = None,
+    dataset: str | None = None,
+) -> Rendered:  # fmt: skip
+    """Draw figure ``name`` from ``results/<preset>`` and write ``<out>/<name>.png`` and ``.pdf``.
+
+    ``out`` defaults to ``results/<preset>/analysis``.
+    """
+    fig, notes = draw(load_figure_records(name, results, preset, dataset))
+    return Rendered(fig, save(fig, out if out is not None else Path(results) / preset / "analysis", name), notes)
+
+
+def save(fig: Figure, out: Path | str, name: str) -> list[Path]:
+    """Write ``<out>/<name>.png`` and ``.pdf``."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    paths = [Path(out) / f"{name}.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path, dpi=130)
+    return paths
+
+
+def fig2(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 2: VGG16 on CIFAR-10, baseline vs DReg at 2k-30k; panels a {2k,4k}, b {6k,8k,10k}, c {20k,30k}."""
+    return render("fig2", results, preset, out)
+
+
+def fig3(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 3: VGG16 on CIFAR-100, panels as Fig. 2."""
+    return render("fig3", results, preset, out)
+
+
+def fig4(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 4: MobileNetV2 on CIFAR-100; panels a {2k,4k}, b {6k,8k}, c {10k,20k,30k}."""
+    return render("fig4", results, preset, out)
+
+
+def fig5(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 5: ResNet18 on CIFAR-100, panels as Fig. 4."""
+    return render("fig5", results, preset, out)
+
+
+def fig6(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 6: DReg site R1..R7 (MobileNetV2, a) and R1..R4 (ResNet18, b) against the baseline, BS 30k."""
+    return render("fig6", results, preset, out)
+
+
+def fig7(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 7: lambda in {0.001, 0.01, 0.1, 1, 0} and the baseline, MobileNetV2 (a) and ResNet18 (b)."""
+    return render("fig7", results, preset, out)
+
+
+def fig8(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Paper Fig. 8: momentum 0, 0.5, 0.9 with and without DReg (lambda 0.01), MobileNetV2 (a), ResNet18 (b)."""
+    return render("fig8", results, preset, out)
+
+
+def controls(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
+    """Beyond the paper: DReg vs path loss mean, cosine form and lambda 0, MobileNetV2 (a) and ResNet18 (b)."""
+    return render("controls", results, preset, out)
+
+
+FIGURES: dict[str, Callable[..., Rendered]] = {
+    "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
+    "controls": controls,
+}  # fmt: skip

@@ -1,0 +1,254 @@
+"""The analysis: claim metrics on curves with known answers, the tidy loader, figures, report, CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from matplotlib.collections import PolyCollection
+
+from analysis import claims as cl
+from analysis.__main__ import main
+from analysis.fake import write_fake_records, write_run
+from analysis.figures import FIGURES
+from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
+from analysis.report import build_report
+from experiments.config import FIGURE_NAMES, RunConfig, load_figure
+
+
+def ramp(best: float, reach: int, epochs: int = 30) -> np.ndarray:
+    """A curve that rises linearly to ``best`` at epoch ``reach`` (1-based) and stays there."""
+    e = np.arange(1, epochs + 1)
+    return best * (np.minimum(e, reach) / reach)
+
+
+def curve(acc: np.ndarray) -> Curve:
+    return Curve(run="r", epochs=np.arange(1, len(acc) + 1), mean=acc)
+
+
+# --- claim metrics on hand-made curves --------------------------------------------------------------------
+
+
+def test_speedup_is_baseline_epoch_over_dreg_epoch():
+    base, dreg = curve(ramp(0.8, 30)), curve(ramp(0.85, 10) * 0.8 / 0.85)
+    assert cl.first_epoch_reaching(base.epochs, base.mean, 0.8) == 30
+    assert cl.first_epoch_reaching(dreg.epochs, dreg.mean, 0.8) == 10
+    assert cl.speedup(base, dreg) == pytest.approx(3.0)
+    assert cl.speedup(base, base) == 1.0  # 1-based epochs: reaching it together is no speed-up
+
+
+def test_dreg_that_never_reaches_the_target_has_no_speedup():
+    base, dreg = curve(ramp(0.8, 30)), curve(ramp(0.7, 5))
+    assert cl.first_epoch_reaching(dreg.epochs, dreg.mean, 0.8) is None
+    assert cl.speedup(base, dreg) is None
+    assert cl.fmt_speedup(None) == "never"
+
+
+def test_spearman():
+    assert cl.spearman([1, 2, 3, 4], [10, 20, 25, 40]) == pytest.approx(1.0)
+    assert cl.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert cl.spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert np.isnan(cl.spearman([1, 2, 3], [5, 5, 5]))
+
+
+def write_curves(results: Path, figure: str, acc: dict[str, np.ndarray], state: str = "done") -> None:
+    """Hand-made curves for runs of ``figure`` whose name contains a key of ``acc``."""
+    for cfg in load_figure(figure, "smoke").runs:
+        for key, values in acc.items():
+            if key in cfg.name:
+                write_run(results, cfg, values, state)
+
+
+def fig2_speedups(results: Path, dreg_epochs: list[int], running: str = "") -> list[cl.Claim]:
+    """Fig. 2 with the baselines reaching 0.8 at epoch 30, DReg at ``dreg_epochs`` (per batch size, 0: never)."""
+    batches = sorted({r.batch_size for r in load_figure("fig2", "smoke").runs})
+    for batch, epoch in zip(batches, dreg_epochs, strict=True):
+        state = "running" if running and f"bs{batch}-" in running else "done"
+        write_curves(results, "fig2", {f"bs{batch}-base": ramp(0.8, 30)}, state)
+        write_curves(results, "fig2", {f"bs{batch}-dreg": ramp(0.8, epoch) if epoch else ramp(0.6, 5)})
+    return cl.analyze(load_figure_records("fig2", results, "smoke")).claims
+
+
+def test_convergence_claims_reproduced(tmp_path):
+    claims = fig2_speedups(tmp_path, [15, 14, 12, 10, 8, 6, 5])  # speed-ups 2 ... 6, growing with batch
+    assert [c.verdict for c in claims] == [cl.REPRODUCED, cl.REPRODUCED]
+    assert "median 3.00x" in claims[0].measured and "2k: 2.00x" in claims[0].measured
+    assert "rho +1.00 over 7" in claims[1].measured
+
+
+def test_convergence_claims_not_reproduced_when_dreg_never_reaches(tmp_path):
+    claims = fig2_speedups(tmp_path, [0, 0, 0, 30, 30, 30, 30])  # never counts as 0; 30 / 30 = 1
+    assert [c.verdict for c in claims] == [cl.NOT_REPRODUCED, cl.REPRODUCED]
+    assert "2k: never" in claims[0].measured and "median 1.00x" in claims[0].measured
+
+
+def test_claims_need_finished_runs(tmp_path):
+    claims = fig2_speedups(tmp_path, [15, 14, 12, 10, 8, 6, 5], running="bs30720-")
+    assert [c.verdict for c in claims] == [cl.NOT_ENOUGH, cl.NOT_ENOUGH]
+
+
+def test_site_lambda_momentum_rankings_and_controls(tmp_path):
+    best = {"R1": 0.7, "R2": 0.68, "R3": 0.66, "R4": 0.5, "R5": 0.64, "R6": 0.62, "R7": 0.6}
+    for cfg in load_figure("fig6", "smoke").runs:
+        write_run(tmp_path, cfg, ramp(best.get(cfg.dreg_site, 0.55), 10))
+    fig6 = {
+        (c.panel, c.statement.split(": ")[1]): c
+        for c in cl.analyze(load_figure_records("fig6", tmp_path, "smoke")).claims
+    }
+    assert fig6["a", "DReg closer to the output works better"].verdict == cl.REPRODUCED
+    assert fig6["a", "DReg closer to the output works better"].measured.startswith("R1 70.0% > R2 68.0% > R3 66.0%")
+    assert fig6["a", "every site beats the baseline"].verdict == cl.NOT_REPRODUCED  # R4 at 0.5 < 0.55
+    assert fig6["b", "DReg closer to the output works better"].verdict == cl.REPRODUCED
+    assert ("b", "every site beats the baseline") not in fig6  # the paper claims it for MobileNetV2 only
+
+    lam = {0.001: 0.72, 0.01: 0.71, 0.1: 0.7, 1.0: 0.6, 0.0: 0.65}
+    for cfg in load_figure("fig7", "smoke").runs:
+        write_run(tmp_path, cfg, ramp(lam[cfg.dreg_lambda] if cfg.dreg_site else 0.62, 10))
+    fig7 = cl.analyze(load_figure_records("fig7", tmp_path, "smoke")).claims
+    assert [c.verdict for c in fig7] == [cl.NOT_REPRODUCED, cl.REPRODUCED] * 2  # λ=1 loses to the baseline
+    assert "4 of 5 lambdas beat it" in fig7[0].measured and "λ=0.001 72.0% > λ=0.01 71.0%" in fig7[0].measured
+
+    for cfg in load_figure("fig8", "smoke").runs:  # gain 0.02, 0.05, 0.1 at momentum 0, 0.5, 0.9
+        gain = {0: 0.02, 0.5: 0.05, 0.9: 0.1}[cfg.momentum] if cfg.dreg_site else 0
+        write_run(tmp_path, cfg, ramp(0.5 + gain, 10))
+    fig8 = cl.analyze(load_figure_records("fig8", tmp_path, "smoke")).claims
+    assert [c.verdict for c in fig8] == [cl.REPRODUCED] * 4
+
+    for cfg in load_figure("controls", "smoke").runs:  # baseline at 20, mean at 10, cosine never, λ=0 at 5
+        reach = 20 if cfg.dreg_site is None else 5 if cfg.dreg_lambda == 0 else 10
+        top = 0.5 if cfg.dreg_form == "cosine" else 0.6
+        write_run(tmp_path, cfg, ramp(top, reach))
+    controls = cl.analyze(load_figure_records("controls", tmp_path, "smoke")).claims
+    assert [c.verdict for c in controls] == [cl.YES, cl.NO, cl.NO] * 2
+    assert controls[0].measured == "speed-ups mean: 2.00x"
+    assert controls[2].measured == "speed-ups paper: 2.00x, lambda0: 4.00x"
+
+
+# --- the tidy loader ---------------------------------------------------------------------------------------
+
+
+def write_by_hand(folder: Path, cfg: RunConfig, rows: str, status: dict) -> Path:
+    """A run folder written as the experiments write it, without their code."""
+    run_dir = folder / cfg.preset / cfg.name
+    run_dir.mkdir(parents=True)
+    record = {"run_name": cfg.name, "run": {**cfg.to_dict(), "micro_batch": 16}, "versions": {}, "git_commit": "x"}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(record))
+    (run_dir / "metrics.csv").write_text(rows)
+    (run_dir / "status.json").write_text(json.dumps(status))
+    return run_dir
+
+
+def test_loader_reads_hand_written_records(tmp_path):
+    base, dreg = load_figure("fig2", "smoke").runs[:2]
+    write_by_hand(
+        tmp_path,
+        base,
+        "epoch,step,val/acc,train/ce,train/loss,train/lr,epoch_time\n"
+        "0,25,0.1,2.3,2.3,0.1,0.6\n1,50,0.3,1.9,1.9,0.1,0.5\n2,75,0.2",
+        {"state": "running"},
+    )  # cut line
+    write_by_hand(tmp_path, dreg, "epoch,step,val/acc_R,val/acc_L,val/acc,dreg/distance\n0,25,0.2,0.25,0.25,3.5\n",
+                  {"state": "diverged", "diverged_epoch": 1, "best_val_acc": 0.25, "best_epoch": 0})  # fmt: skip
+    table = read_run(tmp_path / "smoke" / base.name)
+    assert list(table["epochs_trained"]) == [1, 2]  # the line cut short by a crash is dropped
+    assert list(table["val/acc"]) == [0.1, 0.3]
+    assert (table["state"] == "running").all() and (table["micro_batch"] == 16).all()
+    assert table["run"].iloc[0] == "vgg16-cifar10-bs2048-base-m0.9"
+
+    every = load_results(tmp_path, "smoke")
+    assert len(every) == 3 and set(every["state"]) == {"running", "diverged"}
+    assert every.loc[every["dreg_site"] == "R1", "dreg/distance"].iloc[0] == 3.5
+
+    records = load_figure_records("fig2", tmp_path, "smoke")
+    assert set(records.table["panel"]) == {"a"} and records.seeds == [0]
+    assert len(records.missing["a"]) == 2 and len(records.missing["c"]) == 4
+    (line,) = [c for c in curves(records)["a"] if c.config.dreg_site]
+    assert line.state == "diverged" and line.diverged_at == (1,)
+
+
+def test_loader_errors_and_seeds_and_dataset_fallback(tmp_path):
+    with pytest.raises(AnalysisError, match="no run records"):
+        load_results(tmp_path, "smoke")
+    with pytest.raises(AnalysisError, match="unknown preset"):
+        load_figure_records("fig2", tmp_path, "huge")
+    with pytest.raises(AnalysisError, match="unknown figure"):
+        load_figure_records("fig9", tmp_path, "smoke")
+    write_fake_records(tmp_path, "fig7", seeds=2, dataset="cifar10")
+    records = load_figure_records("fig7", tmp_path, "smoke")
+    assert records.seeds == [0, 1] and records.dataset == "cifar10" and records.paper_dataset == "cifar100"
+    assert "showing the runs made on cifar10" in records.notes[0]
+    assert all(len(c.seeds) == 2 for panel in curves(records).values() for c in panel)
+    write_fake_records(tmp_path, "fig2")
+    fig3 = load_figure_records("fig3", tmp_path, "smoke")  # Fig. 3 on CIFAR-10 is Fig. 2: not shown twice
+    assert not len(fig3.table) and "this figure's runs are fig2's" in fig3.notes[0]
+
+
+# --- figures -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", FIGURE_NAMES)
+def test_each_figure_has_the_papers_panels_and_lines(tmp_path, name):
+    write_fake_records(tmp_path, name)
+    rendered = FIGURES[name](tmp_path, "smoke", tmp_path / "out")
+    assert [p.name for p in rendered.paths] == [f"{name}.png", f"{name}.pdf"]
+    assert all(p.stat().st_size > 1000 for p in rendered.paths)
+    spec = load_figure(name, "smoke")
+    axes = rendered.figure.axes
+    assert len(axes) == len(spec.panels)
+    assert [len(ax.get_lines()) for ax in axes] == [len(r) for r in spec.panels.values()]
+    assert "scale: preset smoke" in rendered.figure.get_suptitle()
+
+
+def test_convergence_figure_styles_diverged_missing_and_seeds(tmp_path):
+    write_fake_records(tmp_path, "fig2", seeds=2, diverged=["bs2048-dreg0.1-R1-m0.9-s1"], skip=["bs4096-dreg"])
+    rendered = FIGURES["fig2"](tmp_path, "smoke", tmp_path)
+    a = rendered.figure.axes[0]
+    assert len(a.get_lines()) == 3  # 2k baseline and DReg, 4k baseline; 4k DReg missing
+    lines = {line.get_label(): line for line in a.get_lines()}
+    dreg = lines["BS 2k DReg (2 seeds, 1 diverged)"]
+    assert dreg.get_marker() == "x" and dreg.get_linestyle() == "-"
+    assert lines["BS 2k baseline (2 seeds)"].get_linestyle() == "--"
+    assert lines["BS 2k baseline (2 seeds)"].get_color() == dreg.get_color()
+    assert len([c for c in a.collections if isinstance(c, PolyCollection)]) == 3  # a min-max band per line
+    assert any("BS 4k DReg" in note for note in rendered.notes)
+    assert "BS 4k DReg" in rendered.figure.get_supxlabel()
+
+
+def test_single_seed_diverged_run_is_marked(tmp_path):
+    write_fake_records(tmp_path, "fig7", diverged=["resnet18-cifar100-bs30720-dreg1-"])
+    b = FIGURES["fig7"](tmp_path, "smoke", tmp_path).figure.axes[1]
+    (line,) = [line for line in b.get_lines() if "(diverged)" in line.get_label()]
+    assert line.get_label() == "DReg λ=1 (diverged)" and line.get_marker() == "x"
+    assert [t.get_text() for t in b.get_legend().get_texts()].count("DReg λ=1 (diverged)") == 1
+
+
+# --- report and CLI ----------------------------------------------------------------------------------------
+
+
+def test_report_states_each_claim_with_a_verdict(tmp_path):
+    fig2_speedups(tmp_path, [15, 14, 12, 10, 8, 6, 5])
+    text = build_report(tmp_path, "smoke")
+    assert "**reproduced** (fig2): DReg reaches the baseline's best validation accuracy 2-3x sooner." in text
+    assert "**reproduced** (fig2): the speed-up grows with batch size." in text
+    assert "**not enough data** (fig6 (a)): MobileNetV2: DReg closer to the output works better." in text
+    assert "Paper claims: 2 reproduced, 0 not reproduced, 17 not enough data." in text
+    assert "| a | BS 2k (run: 16) | 80.0% (30) | 80.0% | 80.0% (15) | 80.0% | 30 / 15 (" in text
+
+
+def test_cli(tmp_path, capsys):
+    assert main(["figure", "fig9", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == "error: unknown figure 'fig9': choose one of " + ", ".join(FIGURE_NAMES) + "\n"
+    assert main(["report", "--results", str(tmp_path), "--preset", "smoke"]) == 2
+    assert capsys.readouterr().err.startswith("error: no run records under")
+    assert main(["figure", "fig2", "--results", str(tmp_path), "--preset", "huge"]) == 2
+    assert capsys.readouterr().err == "error: unknown preset 'huge': choose one of paper, mini, smoke\n"
+    with pytest.raises(SystemExit) as exit_:
+        main(["plot"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    write_fake_records(tmp_path, "fig8")
+    assert main(["figure", "fig8", "--results", str(tmp_path), "--preset", "smoke", "--out", str(tmp_path / "o")]) == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [f"wrote {tmp_path / 'o' / 'fig8.png'}",
+                                                        f"wrote {tmp_path / 'o' / 'fig8.pdf'}"]  # fmt: skip
+    assert main(["report", "--results", str(tmp_path), "--preset", "smoke"]) == 0
+    assert (tmp_path / "smoke" / "analysis" / "report.md").exists()
