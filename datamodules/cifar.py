@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +25,9 @@ from torchvision.datasets.utils import check_integrity
 from .device_loader import DeviceEvalLoader, DeviceLoader, ShardedEpochSampler
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, 3, 32, 32), int64 labels (N,)), on the CPU
+
+
+DOWNLOAD_TIMEOUT_S = 30.0  # seconds the download waits for the server on each connect or read
 
 
 class DataError(RuntimeError):
@@ -278,10 +282,16 @@ class _CIFARDataModule(L.LightningDataModule):
             return
         if not self.download:
             raise self._not_found(missing, "download=False", "allow the download")
+        # torchvision opens its URLs without a timeout: a network that drops packets (a firewall, a dead proxy)
+        # would hang here for good. A socket that waits DOWNLOAD_TIMEOUT_S for any answer fails instead.
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S if previous is None else previous)
         try:
             self._torchvision(str(self.data_dir), train=True, download=True)
         except Exception as e:
             raise self._not_found(missing, f"the download failed ({_one_line(e)})", "check the network") from e
+        finally:
+            socket.setdefaulttimeout(previous)
 
     def _check_md5(self, files: list[str]) -> None:
         official = dict(self._torchvision.train_list + self._torchvision.test_list)

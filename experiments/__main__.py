@@ -82,12 +82,19 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def _data_preflight(runs: list[RunConfig], ex: Execution) -> None:
-    """Missing data fails once, up front, with the fix (e.g. CIFAR-100 not available: --dataset cifar10)."""
+    """Missing, corrupt or md5-mismatched data fails once, up front, with the fix (e.g. CIFAR-100 not available:
+    --dataset cifar10), instead of once in each run's process."""
     from datamodules import DATAMODULES, DataError
 
     for dataset in sorted({cfg.dataset for cfg in runs}):
+        cfg = next(cfg for cfg in runs if cfg.dataset == dataset)
         try:
-            DATAMODULES[dataset](data_dir=ex.data_dir, verify=ex.verify).prepare_data()
+            datamodule = DATAMODULES[dataset](
+                data_dir=ex.data_dir, verify=ex.verify, batch_size=cfg.global_batch, val_size=cfg.val_size,
+                val_from_test=cfg.val_from_test, train_subset=cfg.train_subset, seed=cfg.seed,
+            )  # fmt: skip
+            datamodule.prepare_data()
+            datamodule.setup("fit")  # reads every file (and checks the md5 sums)
         except DataError as err:
             hint = "; or pass --dataset cifar10 to run this figure on CIFAR-10" if dataset == "cifar100" else ""
             raise DataError(f"{err}{hint}") from err
@@ -109,7 +116,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     states = [read_status(run_dir(cfg, ex.results))["state"] for cfg, _ in outcomes]
     if states:
         print("[sweep] finished: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
-    return 1 if "failed" in states else 0
+    crashed = any(outcome.startswith("exit") for _, outcome in outcomes)  # a run's process died or refused to run
+    return 1 if "failed" in states or crashed else 0
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -145,9 +153,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
     if args.config:
         try:
-            values.update(yaml.safe_load(args.config.read_text()) or {})
+            loaded = yaml.safe_load(args.config.read_text()) or {}
         except (OSError, yaml.YAMLError) as err:
             raise ExperimentError(f"cannot read the config {args.config}: {str(err).splitlines()[0]}") from err
+        if not isinstance(loaded, dict):
+            raise ExperimentError(
+                f"the config {args.config} holds a {type(loaded).__name__}, not KEY: VALUE run settings "
+                "(e.g. `dreg_lambda: 0.01`)"
+            )
+        values.update(loaded)
     for item in args.settings:
         key, sep, text = item.partition("=")
         if not sep:

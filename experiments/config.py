@@ -100,7 +100,31 @@ class RunConfig:
             raise ExperimentError(
                 f"unknown run setting(s) {', '.join(unknown)}: valid ones are {', '.join(sorted(known))}"
             )
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                _check_type(f.name, values[f.name], str(f.type))
         return cls(**values)
+
+
+_KINDS = {
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a finite number"),
+    "bool": ((bool,), "true or false"),
+}
+
+
+def _check_type(key: str, value: Any, annotation: str) -> None:
+    """A number, a whole number or a flag where the setting is one (``epochs=two`` is refused by name)."""
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    checked = [_KINDS[k] for k in kinds if k in _KINDS]
+    if not checked or len(checked) < len(kinds) - ("None" in kinds):
+        return  # text settings are checked where they are used (model, site, ...)
+    if any(isinstance(value, types) and (types == (bool,) or not isinstance(value, bool)) for types, _ in checked):
+        return
+    wanted = " or ".join(what for _, what in checked) + (" or null" if "None" in kinds else "")
+    raise ExperimentError(f"{key} must be {wanted}, got {value!r}")
 
 
 MODULE_KEYS = (

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -20,20 +21,51 @@ import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from experiments.config import ExperimentError, RunConfig
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy")
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file and rename it over ``path``: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Write to a temporary file next to ``path`` and rename it over ``path``: a reader never sees half a file.
+
+    The temporary name is unique to this call, so two processes writing the same file at once (two sweeps
+    claiming a new run folder) each rename a whole file of their own; one fixed name let one truncate the
+    other's file before its rename. Next to ``path``, so the rename never crosses a filesystem.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "xb" if isinstance(data, bytes) else "x") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written like the other records: a temporary file next to them, then a rename.
+
+    Lightning's own save goes through an fsspec transaction whose temporary file is made by
+    ``tempfile.mkstemp()`` in $TMPDIR and then ``shutil.move``d: with $TMPDIR on another filesystem than
+    the results (a node-local /tmp, results on a network disk) the move is a copy into ``last.ckpt``, which
+    a kill leaves half-written, and each kill leaves a checkpoint-sized file behind in $TMPDIR.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(Path(path), buffer.getvalue())
+
+
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete the temporary files that a kill during a write left in ``folder`` (call it holding the run's lock)."""
+    for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
+        stale.unlink(missing_ok=True)
 
 
 def read_status(run_dir: Path) -> dict[str, Any]:
@@ -62,19 +94,37 @@ def _provenance() -> dict[str, Any]:
     return {"versions": versions, "git_commit": commit}
 
 
+def check_run_dir(cfg: RunConfig, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds this run (False: no run yet); another run's config is an error. Writes nothing."""
+    config_file = run_dir / "config.yaml"
+    if not config_file.exists():
+        return False
+    recorded = yaml.safe_load(config_file.read_text()).get("run", {})
+    diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
+    if diff:
+        shown = ", ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in list(diff.items())[:4])
+        raise ExperimentError(
+            f"{run_dir} holds a run with another config ({shown}); "
+            "use another --results folder, or move that run folder away"
+        )
+    return True
+
+
+def check_writable(results: Path) -> None:
+    """``results`` can be created and written (checked on its nearest existing ancestor; nothing is written)."""
+    folder = Path(results).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        why = "is not a folder" if not folder.is_dir() else "is not writable"
+        raise ExperimentError(f"cannot write the results to {results}: {folder} {why}; choose a writable --results")
+
+
 def claim_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Create ``run_dir`` with its config.yaml, or check that the one there is this run's."""
-    config_file = run_dir / "config.yaml"
-    if config_file.exists():
-        recorded = yaml.safe_load(config_file.read_text()).get("run", {})
-        diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
-        if diff:
-            shown = ", ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in list(diff.items())[:4])
-            raise ExperimentError(
-                f"{run_dir} holds a run with another config ({shown}); "
-                "use another --results folder, or move that run folder away"
-            )
+    if check_run_dir(cfg, run_dir):
         return
+    config_file = run_dir / "config.yaml"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         record = {"run_name": cfg.name, "run": cfg.to_dict(), **_provenance()}

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 
 from experiments.config import RunConfig, validate
-from experiments.records import BUSY, read_status
-from experiments.train import Execution, resolve, run_dir
+from experiments.records import BUSY, check_run_dir, check_writable, read_status
+from experiments.train import Execution, resolve, run_dir, wandb_mode
 
 FINISHED = ("done", "diverged")
 
@@ -114,7 +114,11 @@ def run_sweep(
     """Run what is not finished; returns each run with what happened to it."""
     for cfg in runs:  # every bad setting is reported before anything runs
         validate(cfg)
-        resolve(cfg, ex)
+        check_run_dir(resolve(cfg, ex), run_dir(cfg, ex.results))  # a folder of another config is not this run
+    if not dry_run:  # what each run's process would refuse, refused once, up front
+        check_writable(ex.results)
+        if ex.wandb:
+            wandb_mode()
     rows = plan(runs, ex, retry_failed)
     jobs = [cfg for cfg, action in rows if action == "run"]
     print(f"{len(runs)} runs: {len(jobs)} to run, {len(runs) - len(jobs)} finished or failed (skipped)")

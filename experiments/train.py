@@ -14,7 +14,16 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules import DATAMODULES
 from experiments.config import ExperimentError, RunConfig, split_batch, validate
-from experiments.records import RunRecords, claim_run_dir, read_status, run_lock, usable_checkpoint, write_status
+from experiments.records import (
+    AtomicCheckpointIO,
+    RunRecords,
+    claim_run_dir,
+    read_status,
+    remove_stale_temporaries,
+    run_lock,
+    usable_checkpoint,
+    write_status,
+)
 from lightning_modules import Classifier
 
 
@@ -118,6 +127,8 @@ def _fit(
     cfg: RunConfig, ex: Execution, model: Classifier, datamodule: L.LightningDataModule, directory: Path
 ) -> dict[str, Any]:
     last = directory / "checkpoints" / "last.ckpt"
+    if rank_zero_only.rank == 0:  # it holds the run's lock: no one else is writing there
+        remove_stale_temporaries(last.parent)
     # Rank 0 checks the checkpoint before it launches the other ranks, which then resume from the same one.
     checkpoint = usable_checkpoint(last) if rank_zero_only.rank == 0 else (last if last.exists() else None)
     _, accumulate = split_batch(cfg, ex.world_size)
@@ -133,6 +144,7 @@ def _fit(
         precision=cfg.precision,
         accumulate_grad_batches=accumulate,
         callbacks=[RunRecords(directory), checkpointing],  # records first: a row lands before its checkpoint
+        plugins=[AtomicCheckpointIO()],  # a temporary file next to last.ckpt, then a rename
         logger=wandb_logger(cfg, ex, directory) if ex.wandb else False,
         default_root_dir=directory,
         num_sanity_val_steps=0,

@@ -89,8 +89,15 @@ def test_warmup_ramps_the_learning_rate():
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+    )
     trainer.fit(model, loader(64, batch=16))
     # 4 steps per epoch, warm-up over 8 steps: lr = 0.4 * (step + 1) / 8, then 0.4.
     assert lrs[:8] == pytest.approx([0.4 * (s + 1) / 8 for s in range(8)])

@@ -178,9 +178,7 @@ def test_uncertainty_weight_gradient_and_that_it_moves(batch):
     assert w.s.grad.item() == pytest.approx(1 - math.exp(-0.5) * 2.0)
     x, y = batch
     torch.manual_seed(0)
-    model = Classifier(
-        net=Tiny(), num_classes=3, activity_site="bn1", activity_alpha=1.0, activity_learnable=True
-    )
+    model = Classifier(net=Tiny(), num_classes=3, activity_site="bn1", activity_alpha=1.0, activity_learnable=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for _ in range(3):
         opt.zero_grad()
@@ -189,9 +187,7 @@ def test_uncertainty_weight_gradient_and_that_it_moves(batch):
     assert abs(model.activity_weight.s.item()) > 1e-3
 
 
-def growth_ratios(
-    form: str, steps: int, lr: float = 0.1, mu: float = 0.9, lam: float = 0.1, wd: float = 5e-4
-):
+def growth_ratios(form: str, steps: int, lr: float = 0.1, mu: float = 0.9, lam: float = 0.1, wd: float = 5e-4):
     torch.manual_seed(0)
     model = make(lam=lam, dreg_form=form)
     x, y = torch.randn(16, 3, 6, 6), torch.randint(0, 3, (16,))
