@@ -133,8 +133,9 @@ class DRegNet(nn.Module):
         return torch.cat([p.reshape(-1) for p in self.branch_params(path)])
 
     def distance(self) -> torch.Tensor:
-        """``||W_R - W_L||_F^2`` (paper Eq. 3), differentiable."""
-        return (self._flat("R") - self._flat("L")).pow(2).sum()
+        """``||W_R - W_L||_F^2`` (paper Eq. 3), differentiable; per tensor, so no copy of the weights is made."""
+        pairs = zip(self.branch_params("R"), self.branch_params("L"), strict=True)
+        return sum((w_R - w_L).pow(2).sum() for w_R, w_L in pairs)
 
     def cosine_distance(self) -> torch.Tensor:
         """``||W_R/|W_R| - W_L/|W_L|||^2`` in [0, 4]: the scale-invariant variant of SPEC §1."""

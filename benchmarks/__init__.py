@@ -1,0 +1,1 @@
+"""Benchmarks of the suite (see benchmarks/__main__.py)."""

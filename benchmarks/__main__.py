@@ -1,0 +1,46 @@
+"""``python -m benchmarks NAME [--quick] [--out DIR] [--device cpu|cuda] [--data-dir DIR]``.
+
+Each benchmark prints a table and writes ``OUT/NAME.json``; ``all`` runs the CPU ones (and ``gpu`` on
+``--device cuda``). ``--quick`` is a run of under a minute that checks the benchmark works, not its numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import skip_malloc_ramp
+
+CPU_BENCHMARKS = ("dreg_overhead", "framework", "data", "memory")
+BENCHMARKS = (*CPU_BENCHMARKS, "gpu")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
+    p.add_argument("name", choices=[*BENCHMARKS, "all"])
+    p.add_argument("--quick", action="store_true", help="a small run (< 1 min) that checks the script works")
+    p.add_argument("--out", type=Path, default=Path("results/benchmarks"), help="folder for NAME.json")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 (official layout); else fake data")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
+    p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parser().parse_args(argv)
+    names = [opts.name] if opts.name != "all" else list(BENCHMARKS if opts.device == "cuda" else CPU_BENCHMARKS)
+    if opts.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA device; none is visible here")
+    skip_malloc_ramp()
+    for name in names:
+        if len(names) > 1:
+            print(f"== {name}", flush=True)
+        importlib.import_module(f"benchmarks.{name}").run(opts)
+
+
+if __name__ == "__main__":
+    main()

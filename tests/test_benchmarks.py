@@ -1,0 +1,93 @@
+"""The benchmarks: the FLOP-counter correction against hand counts, and each CPU benchmark's --quick run.
+
+The quick runs check that a benchmark runs and writes its JSON record, not its numbers (those depend
+on the machine; ``python -m benchmarks all`` measures them).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from benchmarks import flops
+from benchmarks.__main__ import main
+
+COMMON_KEYS = {"benchmark", "date", "torch", "device", "cpu_count", "options"}
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "groups", "stride"),
+    [(8, 8, 8, 1), (8, 8, 8, 2), (8, 16, 2, 1), (6, 10, 1, 2)],  # depthwise, strided depthwise, grouped, dense
+)
+def test_conv_backward_flops_equal_the_hand_count(c_in: int, c_out: int, groups: int, stride: int) -> None:
+    """Forward, grad_input and grad_weight each take 2 * N * H_out * W_out * C_out * (C_in / groups) * k * k."""
+    n, size, k = 3, 9, 3
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=1, groups=groups, bias=False)
+    x = torch.randn(n, c_in, size, size, requires_grad=True)
+    out = (size + 2 - k) // stride + 1
+    per_pass = 2 * n * out * out * c_out * (c_in // groups) * k * k
+    assert flops.count(lambda: conv(x).sum().backward()) == 3 * per_pass
+    x.requires_grad_(False)  # no grad_input asked for: forward + grad_weight
+    assert flops.count(lambda: conv(x).sum().backward()) == 2 * per_pass
+
+
+def test_the_probe_sees_what_the_upstream_counter_does() -> None:
+    probe = flops.depthwise_probe()
+    assert probe["corrected"] == probe["hand"]
+    # torch <= 2.14 counts the depthwise weight gradient `groups` (here 8) times: 2 + 8 forward counts.
+    assert probe["upstream"] in (probe["hand"], probe["hand"] // 3 * 10)
+
+
+@pytest.mark.parametrize(
+    ("model", "gflops", "r1"), [("vgg16", 1.876, 1.030), ("resnet18", 3.329, 1.068), ("mobilenetv2", 0.545, 1.129)]
+)
+def test_counted_step_flops_match_spec_section_6(model: str, gflops: float, r1: float) -> None:
+    base = flops.step_flops(model, None, 1.0, num_classes=100)
+    assert base / 1e9 == pytest.approx(gflops, abs=1.5e-3)
+    assert flops.step_flops(model, "R1", 1.0, num_classes=100) / base == pytest.approx(r1, abs=1e-3)
+
+
+def test_gpu_benchmark_says_it_needs_cuda(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible")
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        main(["gpu", "--out", str(tmp_path)])
+
+
+def _quick(name: str, out: Path) -> dict:
+    main([name, "--quick", "--out", str(out)])
+    record = json.loads((out / f"{name}.json").read_text())
+    assert set(record) >= COMMON_KEYS and record["benchmark"] == name and record["options"]["quick"]
+    return record
+
+
+@pytest.mark.slow
+def test_dreg_overhead_quick(tmp_path: Path) -> None:
+    record = _quick("dreg_overhead", tmp_path)
+    assert {"flop_counter", "rows", "r1_excess", "target_met"} <= set(record)
+    assert {r["model"] for r in record["rows"]} == {"vgg16", "resnet18", "mobilenetv2"}
+    assert {"time_ratio", "flop_ratio", "excess", "time_ratio_min", "time_ratio_max"} <= set(record["rows"][0])
+
+
+@pytest.mark.slow
+def test_framework_quick(tmp_path: Path) -> None:
+    record = _quick("framework", tmp_path)
+    assert {"rows", "times", "target_met"} <= set(record)
+    assert len(record["times"]["suite"]) == len(record["times"]["hand"]) == record["reps"]
+
+
+@pytest.mark.slow
+def test_data_quick(tmp_path: Path) -> None:
+    record = _quick("data", tmp_path)
+    assert {"images_per_s", "speedup", "data_fraction", "targets_met"} <= set(record)
+    assert set(record["images_per_s"]) == {"device", "reference"}
+
+
+@pytest.mark.slow
+def test_memory_quick(tmp_path: Path) -> None:
+    record = _quick("memory", tmp_path)
+    assert {"rows", "growth", "target_met"} <= set(record)
+    assert [r["micro_batches"] for r in record["rows"]] == [4, 60]
+    assert all(r["peak_rss_mb"] > 0 for r in record["rows"])
