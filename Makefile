@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed

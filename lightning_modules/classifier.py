@@ -107,9 +107,7 @@ class Classifier(L.LightningModule):
         self.dreg = dreg_site is not None
         self.net = DRegNet(base, dreg_site, dreg_eps, dreg_include_bias) if self.dreg else base
         paths = ("R", "L") if self.dreg else ("",)
-        self.val_acc = nn.ModuleDict(
-            {p or "net": MulticlassAccuracy(num_classes, average="micro") for p in paths}
-        )
+        self.val_acc = nn.ModuleDict({p or "net": MulticlassAccuracy(num_classes, average="micro") for p in paths})
         self.test_acc = copy.deepcopy(self.val_acc)
         self.selected_path = "R"
         self.diverged_epoch: int | None = None
@@ -124,11 +122,7 @@ class Classifier(L.LightningModule):
             logits_R, logits_L = self.net(x)
             terms["ce_R"] = F.cross_entropy(logits_R, y)
             terms["ce_L"] = F.cross_entropy(logits_L, y)
-            ce = (
-                terms["ce_R"] + terms["ce_L"]
-                if hp.path_loss == "sum"
-                else (terms["ce_R"] + terms["ce_L"]) / 2
-            )
+            ce = terms["ce_R"] + terms["ce_L"] if hp.path_loss == "sum" else (terms["ce_R"] + terms["ce_L"]) / 2
             terms["dreg"] = self.net.distance() if hp.dreg_form == "frobenius" else self.net.cosine_distance()
             # SPEC §1, paper Eq. 3: L = CE_R + CE_L - lambda * ||W_R - W_L||_F^2
             loss = ce - hp.dreg_lambda * terms["dreg"]
@@ -223,9 +217,7 @@ class Classifier(L.LightningModule):
             return optimizer
         steps_per_epoch = self.trainer.estimated_stepping_batches / max(1, self.trainer.max_epochs)
         warmup_steps = max(1.0, hp.warmup_epochs * steps_per_epoch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup_steps)
-        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

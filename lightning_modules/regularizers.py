@@ -36,9 +36,7 @@ class ActivityPenalty:
     def value(self) -> torch.Tensor:
         """The penalty of the forward passes since the last call (then forgotten)."""
         if not self._values:
-            raise RuntimeError(
-                f"activity site {self.path!r} did not run in training mode since the last call"
-            )
+            raise RuntimeError(f"activity site {self.path!r} did not run in training mode since the last call")
         value = torch.stack(self._values).mean()
         self._values.clear()
         return value

@@ -17,7 +17,5 @@ def resolve_site(net: nn.Module, site: str) -> str:
             raise ValueError(f"unknown site {site!r}: this network has {', '.join(sites)}")
         return sites[site.upper()]
     if site not in dict(net.named_modules()) or not site:
-        raise ValueError(
-            f"unknown site {site!r}: not a module path of {type(net).__name__} (see net.named_modules())"
-        )
+        raise ValueError(f"unknown site {site!r}: not a module path of {type(net).__name__} (see net.named_modules())")
     return site

@@ -39,7 +39,5 @@ def dreg_sites(net: nn.Module) -> dict[str, str]:
     sites = getattr(net, "dreg_sites", None)
     if not callable(sites):
         name = type(net).__name__
-        raise ValueError(
-            f"{name} has no named DReg sites; pass a module path such as 'layer4.1.conv2' instead"
-        )
+        raise ValueError(f"{name} has no named DReg sites; pass a module path such as 'layer4.1.conv2' instead")
     return sites()
