@@ -115,6 +115,21 @@ def test_initial_distance_is_positive_and_small():
     assert relative == pytest.approx(expected, rel=0.5)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_distance_value_and_gradients_by_hand(layout):
+    """d/dW_R ||W_R - W_L||^2 = 2 (W_R - W_L) = -d/dW_L, biases included when asked, any memory layout."""
+    torch.manual_seed(0)
+    net = DRegNet(Tiny(), "conv2", eps=0.5, include_bias=True).to(memory_format=layout)
+    w_R, w_L = net.branch_params("R"), net.branch_params("L")
+    assert len(w_R) == 3  # conv weight, BN weight, BN bias
+    (3.0 * net.distance()).backward()
+    pairs = list(zip(w_R, w_L, strict=True))
+    assert net.distance().item() == pytest.approx(sum((a - b).pow(2).sum().item() for a, b in pairs))
+    for a, b in pairs:
+        torch.testing.assert_close(a.grad, 6.0 * (a - b).detach())
+        torch.testing.assert_close(b.grad, -6.0 * (a - b).detach())
+
+
 @pytest.mark.parametrize("path", ["R", "L"])
 def test_export_matches_the_path_and_has_no_dreg_structure(batch, path):
     x, y = batch
