@@ -31,10 +31,18 @@ from datamodules import write_fake_cifar
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    """Median, min, max and quartiles: robust to the outliers a shared machine produces."""
+    """Median, min, max, quartiles and a 95% confidence interval of the median: robust to the outliers a
+    shared machine produces, and saying whether a median is close enough to a target to tell."""
     ordered = sorted(values)
-    q1, _, q3 = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else (ordered[0],) * 3
-    return {"median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "q1": q1, "q3": q3}
+    n = len(ordered)
+    q1, _, q3 = statistics.quantiles(ordered, n=4) if n > 1 else (ordered[0],) * 3
+    # Distribution-free interval from order statistics: ranks n/2 -+ 1.96 sqrt(n)/2 (1-based).
+    half = 1.96 * math.sqrt(n) / 2
+    lo, hi = max(1, math.floor(n / 2 - half)), min(n, math.ceil(1 + n / 2 + half))
+    return {
+        "median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "q1": q1, "q3": q3,
+        "ci_lo": ordered[lo - 1], "ci_hi": ordered[hi - 1],
+    }  # fmt: skip
 
 
 def skip_malloc_ramp() -> None:
