@@ -13,6 +13,7 @@ from torch import nn
 
 from benchmarks import flops
 from benchmarks.__main__ import main
+from benchmarks.gpu import paper_grid
 
 COMMON_KEYS = {"benchmark", "date", "torch", "device", "cpu_count", "options"}
 
@@ -91,3 +92,10 @@ def test_memory_quick(tmp_path: Path) -> None:
     assert {"rows", "growth", "target_met"} <= set(record)
     assert [r["micro_batches"] for r in record["rows"]] == [4, 60]
     assert all(r["peak_rss_mb"] > 0 for r in record["rows"])
+
+
+def test_paper_grid_the_gpu_projection_is_made_of() -> None:
+    """The 81 distinct runs of Figs. 2-8 at paper scale and their FLOPs, from the per-image counts of SPEC §6."""
+    grid = paper_grid()
+    assert len(grid) == len({g["run"] for g in grid}) == 81
+    assert sum(g["flops"] for g in grid) == pytest.approx(2.61e18, rel=0.01)
