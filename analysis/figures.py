@@ -1,4 +1,4 @@
-"""The paper's figures from run records: validation accuracy per epoch, one function per figure, PNG and PDF.
+"""The paper's figures from run records: validation accuracy per epoch, ``render(name)`` for each, PNG and PDF.
 
 DReg lines are solid and their baselines dashed in the same colour; with several seeds the line is the mean
 and a band spans min to max; a diverged run is drawn to its last epoch, ends in an 'x' and says so in the
@@ -210,49 +210,3 @@ def save(fig: Figure, out: Path | str, name: str) -> list[Path]:
     for path in paths:
         fig.savefig(path, dpi=130)
     return paths
-
-
-def fig2(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 2: VGG16 on CIFAR-10, baseline vs DReg at 2k-30k; panels a {2k,4k}, b {6k,8k,10k}, c {20k,30k}."""
-    return render("fig2", results, preset, out)
-
-
-def fig3(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 3: VGG16 on CIFAR-100, panels as Fig. 2."""
-    return render("fig3", results, preset, out)
-
-
-def fig4(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 4: MobileNetV2 on CIFAR-100; panels a {2k,4k}, b {6k,8k}, c {10k,20k,30k}."""
-    return render("fig4", results, preset, out)
-
-
-def fig5(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 5: ResNet18 on CIFAR-100, panels as Fig. 4."""
-    return render("fig5", results, preset, out)
-
-
-def fig6(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 6: DReg site R1..R7 (MobileNetV2, a) and R1..R4 (ResNet18, b) against the baseline, BS 30k."""
-    return render("fig6", results, preset, out)
-
-
-def fig7(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 7: lambda in {0.001, 0.01, 0.1, 1, 0} and the baseline, MobileNetV2 (a) and ResNet18 (b)."""
-    return render("fig7", results, preset, out)
-
-
-def fig8(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Paper Fig. 8: momentum 0, 0.5, 0.9 with and without DReg (lambda 0.01), MobileNetV2 (a), ResNet18 (b)."""
-    return render("fig8", results, preset, out)
-
-
-def controls(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Rendered:
-    """Beyond the paper: DReg vs path loss mean, cosine form and lambda 0, MobileNetV2 (a) and ResNet18 (b)."""
-    return render("controls", results, preset, out)
-
-
-FIGURES: dict[str, Callable[..., Rendered]] = {
-    "fig2": fig2, "fig3": fig3, "fig4": fig4, "fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8,
-    "controls": controls,
-}  # fmt: skip

@@ -89,16 +89,18 @@ def warm_up(fn: Callable[[], object], calls: int = 2, max_s: float = 60.0) -> fl
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], reps: int, turn_s: float = 0.2, warmup_calls: int = 2
+    fns: dict[str, Callable[[], object]], reps: int, turn_s: float = 0.2, warmup_calls: int = 2, min_s: float = 0.0
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, one value per turn; turn k starts at the k-th function.
 
     After warm-up, every turn makes the same number of calls, enough for the first function to take
-    ``turn_s``, so that paired turns span similar stretches of time.
+    ``turn_s``, so that paired turns span similar stretches of time. ``reps`` rounds at least, more if
+    that takes less than ``min_s`` seconds.
     """
     names = list(fns)
     steady = {name: warm_up(fn, warmup_calls) for name, fn in fns.items()}
     number = max(1, round(turn_s / steady[names[0]]))
+    reps = max(reps, math.ceil(min_s / (number * sum(steady.values()))))
     times: dict[str, list[float]] = {name: [] for name in names}
     for k in range(reps):
         for name in names[k % len(names) :] + names[: k % len(names)]:

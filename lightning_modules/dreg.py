@@ -167,7 +167,7 @@ class DRegNet(nn.Module):
         """Distance, both norms and the cosine similarity of the branches (SPEC §1)."""
         w_R, w_L = self._flat("R"), self._flat("L")
         return {
-            "distance": (w_R - w_L).pow(2).sum().item(),
+            "distance": self.distance().item(),
             "norm_R": w_R.norm().item(),
             "norm_L": w_L.norm().item(),
             "cosine": torch.nn.functional.cosine_similarity(w_R, w_L, dim=0).item(),

@@ -11,7 +11,7 @@ from matplotlib.collections import PolyCollection
 from analysis import claims as cl
 from analysis.__main__ import main
 from analysis.fake import write_fake_records, write_run
-from analysis.figures import FIGURES
+from analysis.figures import render
 from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
 from analysis.report import build_report
 from experiments.config import FIGURE_NAMES, RunConfig, load_figure
@@ -190,7 +190,7 @@ def test_loader_errors_and_seeds_and_dataset_fallback(tmp_path):
 @pytest.mark.parametrize("name", FIGURE_NAMES)
 def test_each_figure_has_the_papers_panels_and_lines(tmp_path, name):
     write_fake_records(tmp_path, name)
-    rendered = FIGURES[name](tmp_path, "smoke", tmp_path / "out")
+    rendered = render(name, tmp_path, "smoke", tmp_path / "out")
     assert [p.name for p in rendered.paths] == [f"{name}.png", f"{name}.pdf"]
     assert all(p.stat().st_size > 1000 for p in rendered.paths)
     spec = load_figure(name, "smoke")
@@ -202,7 +202,7 @@ def test_each_figure_has_the_papers_panels_and_lines(tmp_path, name):
 
 def test_convergence_figure_styles_diverged_missing_and_seeds(tmp_path):
     write_fake_records(tmp_path, "fig2", seeds=2, diverged=["bs2048-dreg0.1-R1-m0.9-s1"], skip=["bs4096-dreg"])
-    rendered = FIGURES["fig2"](tmp_path, "smoke", tmp_path)
+    rendered = render("fig2", tmp_path, "smoke", tmp_path)
     a = rendered.figure.axes[0]
     assert len(a.get_lines()) == 3  # 2k baseline and DReg, 4k baseline; 4k DReg missing
     lines = {line.get_label(): line for line in a.get_lines()}
@@ -217,7 +217,7 @@ def test_convergence_figure_styles_diverged_missing_and_seeds(tmp_path):
 
 def test_single_seed_diverged_run_is_marked(tmp_path):
     write_fake_records(tmp_path, "fig7", diverged=["resnet18-cifar100-bs30720-dreg1-"])
-    b = FIGURES["fig7"](tmp_path, "smoke", tmp_path).figure.axes[1]
+    b = render("fig7", tmp_path, "smoke", tmp_path).figure.axes[1]
     (line,) = [line for line in b.get_lines() if "(diverged)" in line.get_label()]
     assert line.get_label() == "DReg λ=1 (diverged)" and line.get_marker() == "x"
     assert [t.get_text() for t in b.get_legend().get_texts()].count("DReg λ=1 (diverged)") == 1
