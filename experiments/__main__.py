@@ -121,11 +121,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> None:
+    from experiments.train import resolve
+
     figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
     print(f"{args.figure} at preset {args.preset}: {figure.title}")
     print(f"{'run':58s} {'state':9s} {'epoch':>9s} {'best val/acc':>13s}")
     counts: dict[str, int] = {}
-    for cfg in figure.runs:
+    placement = Execution(devices=args.devices, num_nodes=args.num_nodes)
+    for cfg in (resolve(cfg, placement) for cfg in figure.runs):
         status = read_status(run_dir(cfg, args.results))
         state = status["state"]
         if state == "running" and not _alive(status.get("pid")):
@@ -230,6 +233,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=FIGURE_NAMES)
     _run_settings(p)
     p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--devices", type=int, default=1, help="as the runs were started with (it sets the micro-batch)")
+    p.add_argument("--num-nodes", type=int, default=1)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train (or resume) one run: --config FILE and/or KEY=VALUE settings")

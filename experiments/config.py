@@ -6,6 +6,7 @@ import dataclasses
 import fnmatch
 import itertools
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 FIGURES_DIR = HERE / "figures"
-FIGURE_NAMES = ("fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "controls")
+# The figures are the specs in experiments/figures/: the paper's in order, then the studies beyond it.
+FIGURE_NAMES = tuple(sorted((p.stem for p in FIGURES_DIR.glob("*.yaml")), key=lambda n: (not n.startswith("fig"), n)))
 
 
 class ExperimentError(ValueError):
@@ -47,7 +49,7 @@ class RunConfig:
     weight_decay: float = 5e-4
     lr_scaling: str = "none"
     lr_base_batch: int = 256
-    warmup_epochs: float = 0.0
+    warmup_fraction: float = 0.0  # of the run's steps: 0.05 is 15 of 300 epochs at `mini`, 0.75 of 15 at `quick`
     width: float = 1.0
     epochs: int = 300
     train_subset: int | None = None
@@ -55,9 +57,16 @@ class RunConfig:
     val_from_test: bool = False
     augment: bool = True
     sync_batchnorm: bool = False
+    channels_last: bool = True
     precision: str = "32-true"
     seed: int = 0
     preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        for site, keys in _NEEDS_SITE.items():
+            if getattr(self, site) is None:
+                for key in keys:
+                    object.__setattr__(self, key, _DEFAULTS[key])
 
     @property
     def global_batch(self) -> int:
@@ -65,19 +74,38 @@ class RunConfig:
 
     @property
     def name(self) -> str:
-        """The run folder's name (SPEC §5), e.g. ``resnet18-cifar100-bs30720-dreg0.1-R1-m0.9-s0``."""
+        """The run folder's name, e.g. ``vgg16-cifar10-bs30720-base-m0.9-lr0.2-wd0.00025-s0``.
+
+        A readable core, then every setting that differs from the preset's defaults, so that two different
+        configs never share a folder (config.yaml stays the identity check), then the seed. The preset is
+        the folder above. A micro-batch appears once it differs from the global batch (DDP, accumulation).
+        """
+        defaults = self.preset_defaults()
+        differs = {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in _IN_CORE and value != getattr(defaults, key)
+            and not (key == "micro_batch" and value == self.global_batch)
+        }  # fmt: skip
         parts = [self.model, self.dataset, f"bs{self.batch_size}"]
         if self.dreg_site is None:
             parts.append("base")
-        else:
+        else:  # the DReg variant next to its site: dreg0.1-R1-cosine
             parts += [f"dreg{self.dreg_lambda:g}", self.dreg_site]
-            parts += ["cosine"] if self.dreg_form == "cosine" else []
-            parts += ["mean"] if self.path_loss == "mean" else []
+            parts += [_name_part(k, differs.pop(k)) for k in _NEEDS_SITE["dreg_site"] if k in differs]
         if self.activity_site is not None:
             parts.append(f"act{self.activity_alpha:g}{self.activity_norm}-{self.activity_site}")
+            parts += ["learned"] if differs.pop("activity_learnable", False) else []
         parts.append(f"m{self.momentum:g}" + ("n" if self.nesterov else ""))
-        parts.append(f"s{self.seed}")
+        parts += [_name_part(k, v) for k, v in differs.items()]
+        parts.append(f"s{self.seed}")  # last: a figure's line is the name without it (its seeds are averaged)
         return "-".join(parts)
+
+    def preset_defaults(self) -> RunConfig:
+        """The config a figure at this preset starts from: the defaults below, then the preset's settings."""
+        presets = load_presets()
+        settings = preset_settings(self.preset) if self.preset in presets else {"preset": self.preset}
+        return RunConfig(**settings)
 
     def module_kwargs(self) -> dict[str, Any]:
         """The LightningModule's arguments."""
@@ -106,6 +134,33 @@ class RunConfig:
         return cls(**values)
 
 
+# In the name's core (or, for the DReg settings, meaningless without a site): never appended as a difference.
+_IN_CORE = {"model", "dataset", "batch_size", "dreg_site", "dreg_lambda", "activity_site", "activity_alpha",
+            "activity_norm", "momentum", "nesterov", "seed", "preset"}  # fmt: skip
+# Settings that mean nothing without their site: a baseline is one run whatever lambda its figure names.
+_NEEDS_SITE = {
+    "dreg_site": ("dreg_lambda", "dreg_eps", "dreg_form", "dreg_include_bias", "path_loss"),
+    "activity_site": ("activity_alpha", "activity_norm", "activity_learnable"),
+}
+_SHORT = {"lr": "lr", "weight_decay": "wd", "warmup_fraction": "wu", "dreg_eps": "eps", "micro_batch": "mb",
+          "batch_scale": "bscale", "train_subset": "n", "val_size": "val", "epochs": "ep", "width": "w",
+          "lr_base_batch": "base"}  # fmt: skip
+_AS_VALUE = {"dreg_form", "path_loss", "lr_scaling"}  # the value alone says what it is: cosine, mean, sqrt
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+
+
+def _name_part(key: str, value: Any) -> str:
+    """One setting as a short, folder- and W&B-safe name part: ``lr0.2``, ``sqrt``, ``nochannels_last``."""
+    if isinstance(value, bool):
+        return key if value else f"no{key}"
+    if key in _AS_VALUE:
+        return str(value)
+    text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    return _SHORT.get(key, key) + re.sub(r"[^A-Za-z0-9.]", "", text)
+
+
 _KINDS = {
     "int": ((int,), "a whole number"),
     "float": ((int, float), "a finite number"),
@@ -130,7 +185,7 @@ def _check_type(key: str, value: Any, annotation: str) -> None:
 MODULE_KEYS = (
     "model", "width", "dreg_site", "dreg_lambda", "dreg_eps", "dreg_form", "dreg_include_bias", "dreg_learnable",
     "path_loss", "activity_site", "activity_alpha", "activity_norm", "activity_learnable",
-    "lr", "momentum", "nesterov", "weight_decay", "lr_scaling", "lr_base_batch", "warmup_epochs",
+    "lr", "momentum", "nesterov", "weight_decay", "lr_scaling", "lr_base_batch", "warmup_fraction", "channels_last",
 )  # fmt: skip
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import io
 import json
 import os
+import platform
+import re
 import subprocess
 import sys
 import time
@@ -91,7 +94,16 @@ def _provenance() -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    return {"versions": versions, "git_commit": commit}
+    return {"versions": versions, "git_commit": commit, "device": _device()}
+
+
+def _device() -> str:
+    """What trains the run: the GPU's name, else the CPU's model and the threads torch uses."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text()) if cpuinfo.exists() else []
+    return f"{models[0] if models else platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
 
 
 def check_run_dir(cfg: RunConfig, run_dir: Path) -> bool:
@@ -100,7 +112,8 @@ def check_run_dir(cfg: RunConfig, run_dir: Path) -> bool:
     if not config_file.exists():
         return False
     recorded = yaml.safe_load(config_file.read_text()).get("run", {})
-    diff = {k: (recorded.get(k), v) for k, v in cfg.to_dict().items() if recorded.get(k) != v}
+    defaults = dataclasses.asdict(RunConfig())  # a setting added after the run was recorded had its default then
+    diff = {k: (recorded.get(k, defaults[k]), v) for k, v in cfg.to_dict().items() if recorded.get(k, defaults[k]) != v}
     if diff:
         shown = ", ".join(f"{k}: {old!r} there, {new!r} asked" for k, (old, new) in list(diff.items())[:4])
         raise ExperimentError(
@@ -210,7 +223,10 @@ class RunRecords(Checkpoint):
         write_atomic(self.path, text.getvalue())
         accs = [(float(r["val/acc"]), int(r["epoch"])) for r in rows if r.get("val/acc")]
         self.best = max(accs, key=lambda a: (a[0], -a[1])) if accs else None
-        write_status(self.run_dir, state="running", epoch=trainer.current_epoch, pid=os.getpid())
+        extra = {}
+        if getattr(pl_module, "dreg", False) and trainer.global_step == 0:  # before any step: the start of M7's curve
+            extra["dreg_initial"] = pl_module.net.diagnostics()
+        write_status(self.run_dir, state="running", epoch=trainer.current_epoch, pid=os.getpid(), **extra)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()

@@ -114,7 +114,9 @@ def run_sweep(
     """Run what is not finished; returns each run with what happened to it."""
     for cfg in runs:  # every bad setting is reported before anything runs
         validate(cfg)
-        check_run_dir(resolve(cfg, ex), run_dir(cfg, ex.results))  # a folder of another config is not this run
+    runs = [resolve(cfg, ex) for cfg in runs]  # the micro-batch made explicit: it is part of the run's name
+    for cfg in runs:
+        check_run_dir(cfg, run_dir(cfg, ex.results))  # a folder of another config is not this run
     if not dry_run:  # what each run's process would refuse, refused once, up front
         check_writable(ex.results)
         if ex.wandb:

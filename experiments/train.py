@@ -97,15 +97,28 @@ def build(cfg: RunConfig, ex: Execution) -> tuple[Classifier, L.LightningDataMod
     datamodule = DATAMODULES[cfg.dataset](
         data_dir=ex.data_dir, batch_size=cfg.global_batch, micro_batch=cfg.micro_batch, val_size=cfg.val_size,
         val_from_test=cfg.val_from_test, train_subset=cfg.train_subset, seed=cfg.seed, augment=cfg.augment,
-        verify=ex.verify,
+        verify=ex.verify, channels_last=cfg.channels_last,
     )  # fmt: skip
     model = Classifier(**cfg.module_kwargs(), sync_batchnorm=cfg.sync_batchnorm)
     return model, datamodule
 
 
+def check_precision(cfg: RunConfig, ex: Execution) -> None:
+    """bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX) runs many times slower than fp32: refuse it."""
+    import torch
+
+    on_cpu = ex.accelerator == "cpu" or (ex.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and cfg.precision.startswith("bf16") and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise ExperimentError(
+            f"precision {cfg.precision} needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one lacks: "
+            "add --precision 32-true"
+        )
+
+
 def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
     """Train (or resume) one run and return its final status. Bad input fails before anything is written."""
     validate(cfg)
+    check_precision(cfg, ex)
     cfg = resolve(cfg, ex)
     if ex.wandb:
         wandb_mode()
@@ -163,9 +176,11 @@ def _fit(
         final = {"state": "diverged", "diverged_epoch": model.diverged_epoch}
     else:
         final = {"state": "done", "selected_path": model.selected_path if model.dreg else None}
-        if datamodule.has_test and not cfg.val_from_test:  # the test split, touched once at the end (SPEC §4)
+        if datamodule.has_test and not cfg.val_from_test:  # the test split, touched once at the end
             (result,) = trainer.test(model, datamodule=datamodule, verbose=False)
-            final["test_acc"] = float(result["test/acc"])
+            final["test_acc"] = float(result["test/acc"])  # the selected path's (for DReg: chosen on validation)
+            if model.dreg:  # both paths, for information only: choosing by them would select on the test set
+                final["test_acc_paths"] = {p: float(result[f"test/acc_{p}"]) for p in ("R", "L")}
     if trainer.is_global_zero:
         write_status(directory, steps=trainer.global_step, **final)
     # Every rank returns the final status: one that read `running` would exit 1, and Lightning's DDP launcher

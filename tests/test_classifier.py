@@ -82,7 +82,7 @@ def test_dreg_on_a_network_the_suite_does_not_define():
 
 def test_warmup_ramps_the_learning_rate():
     torch.manual_seed(0)
-    model = Classifier(model="resnet18", num_classes=10, width=0.125, lr=0.4, warmup_epochs=2)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, lr=0.4, warmup_fraction=2 / 3)
     lrs = []
 
     class Record(L.Callback):
@@ -99,6 +99,6 @@ def test_warmup_ramps_the_learning_rate():
         callbacks=[Record()],
     )
     trainer.fit(model, loader(64, batch=16))
-    # 4 steps per epoch, warm-up over 8 steps: lr = 0.4 * (step + 1) / 8, then 0.4.
+    # 4 steps per epoch, 12 in all, warm-up over 2/3 of them (8 steps): lr = 0.4 * (step + 1) / 8, then 0.4.
     assert lrs[:8] == pytest.approx([0.4 * (s + 1) / 8 for s in range(8)])
     assert lrs[8:] == pytest.approx([0.4] * 4)
