@@ -5,9 +5,12 @@ PY := $(VENV)/bin/python
 export WANDB_MODE ?= offline
 export WANDB_SILENT ?= true
 
-# A local copy named by DREG_DATA_DIR is used as it is (its files need not match the official md5 sums);
-# without it, CIFAR-10 is downloaded and md5-checked by torchvision.
-DEMO_FLAGS := --preset mini --results results $(if $(DREG_DATA_DIR),--no-verify)
+# Where make demo finds CIFAR-10: $DREG_DATA_DIR (used as it is), else the cache; an empty cache is filled from a
+# local copy of the images at ../shared/data/cifar10 when there is one (its files differ from the official
+# ones, so the md5 check is skipped for it), else by torchvision's md5-checked download.
+DATA_DIR := $(or $(DREG_DATA_DIR),$(HOME)/.cache/dreg/data)
+LOCAL_CIFAR := ../shared/data/cifar10
+CIFAR10 := $(DATA_DIR)/cifar-10-batches-py
 
 .PHONY: test test-fast lint demo clean-venv
 
@@ -25,10 +28,16 @@ test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
 demo: $(VENV)/.installed
-	$(PY) -m experiments run fig2 --only 'bs2048-' $(DEMO_FLAGS)
-	$(PY) -m analysis figure fig2 --preset mini --results results
-	$(PY) -m analysis report --preset mini --results results
-	@echo "demo done: the figure and the report are in results/mini/analysis/"
+	@if [ -z "$$DREG_DATA_DIR" ] && [ ! -d "$(CIFAR10)" ] && [ -f "$(LOCAL_CIFAR)/build.py" ]; then \
+		echo "building CIFAR-10 from the local copy $(LOCAL_CIFAR) into $(DATA_DIR)"; \
+		$(PY) $(LOCAL_CIFAR)/build.py "$(DATA_DIR)" && touch "$(CIFAR10)/.local-copy"; \
+	fi
+	@echo "make demo: Fig. 2's batch-2k pair at the quick scale (15 epochs: shapes, not verdicts)"
+	$(PY) -m experiments run fig2 --only 'bs2048-' --preset quick --results results --data-dir "$(DATA_DIR)" \
+		$$( { [ -n "$$DREG_DATA_DIR" ] || [ -f "$(CIFAR10)/.local-copy" ]; } && echo --no-verify)
+	$(PY) -m analysis figure fig2 --preset quick --results results
+	$(PY) -m analysis report --preset quick --results results
+	@echo "demo done: the figure and the report are in results/quick/analysis/"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -42,6 +42,13 @@ def cmd_figure(args: argparse.Namespace) -> None:
         raise AnalysisError(f"no records of any figure under {Path(args.results) / args.preset}")
 
 
+def cmd_stability(args: argparse.Namespace) -> None:
+    from analysis.stability import render
+
+    for path in render(args.results, args.preset, args.out):
+        print(f"wrote {path}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.results, args.preset, args.out)}")
 
@@ -55,12 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     figure.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
     report = commands.add_parser("report", help="write the markdown replication report")
     report.add_argument("--out", type=Path, help="the report file (default RESULTS/PRESET/analysis/report.md)")
-    for sub in (figure, report):
+    stability = commands.add_parser("stability", help="every DReg run's distance per step against its prediction")
+    stability.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
+    for sub in (figure, report, stability):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
         sub.add_argument("--preset", default="mini", help="paper, mini or smoke (default mini)")
     args = parser.parse_args(argv)
     try:
-        {"figure": cmd_figure, "report": cmd_report}[args.command](args)
+        {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability}[args.command](args)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -24,11 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, run_key
+from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, describe, run_key
+from experiments.config import RunConfig
 
 REPRODUCED, NOT_REPRODUCED, NOT_ENOUGH = "reproduced", "not reproduced", "not enough data"
 YES, NO = "yes", "no"  # controls test the suite's own questions, not the paper's claims
 SPEEDUP_CLAIMED = 2.0  # "2-3x sooner": the lower end
+SPEEDUP_RULE = 1.25  # the mechanism study's "speeds up": at least 1.25x in every seed
+SETTLE_WINDOW, SETTLE_TAIL, SETTLE_FRACTION = 5, 10, 0.99  # the secondary measure, which decides nothing
 TREND_RHO = 0.5
 MIN_TREND_POINTS = 3
 
@@ -37,6 +40,62 @@ def first_epoch_reaching(epochs: np.ndarray, acc: np.ndarray, target: float) -> 
     """The first (1-based) epoch at which ``acc`` is at least ``target``; None if it never is."""
     hits = np.flatnonzero(np.asarray(acc) >= target)
     return int(np.asarray(epochs)[hits[0]]) if len(hits) else None
+
+
+Seeds = dict[int, tuple[np.ndarray, np.ndarray]]  # seed -> (1-based epochs, val/acc)
+
+
+def seed_curves(records: FigureRecords, cfg: RunConfig) -> Seeds:
+    """Each recorded seed's validation curve of ``cfg`` (a run shared by panels is read once)."""
+    if not len(records.table):
+        return {}
+    rows = records.table[records.table["run"] == run_key(cfg.name)]
+    rows = rows.drop_duplicates(["seed", "epochs_trained"]).sort_values("epochs_trained")
+    return {int(s): (g["epochs_trained"].to_numpy(), g["val/acc"].to_numpy(float)) for s, g in rows.groupby("seed")}
+
+
+def seed_states(records: FigureRecords, cfg: RunConfig) -> dict[int, str]:
+    if not len(records.table):
+        return {}
+    rows = records.table[records.table["run"] == run_key(cfg.name)]
+    return {int(s): str(g["state"].iloc[0]) for s, g in rows.groupby("seed")}
+
+
+def _settle_epoch(epochs: np.ndarray, acc: np.ndarray, target: float) -> int | None:
+    running = pd.Series(acc).rolling(SETTLE_WINDOW, min_periods=1).mean().to_numpy()
+    return first_epoch_reaching(epochs, running, target)
+
+
+def speedups(records: FigureRecords, ref: RunConfig, run: RunConfig) -> dict[int, tuple[float | None, float | None]]:
+    """Per common seed: (speed-up of ``run`` over ``ref``, the secondary settle ratio)."""
+    refs, runs = seed_curves(records, ref), seed_curves(records, run)
+    out = {}
+    for seed in sorted(set(refs) & set(runs)):
+        (e0, a0), (e1, a1) = refs[seed], runs[seed]
+        target = float(a0.max())
+        reached = first_epoch_reaching(e1, a1, target)
+        primary = None if reached is None else first_epoch_reaching(e0, a0, target) / reached
+        settle = SETTLE_FRACTION * float(a0[-SETTLE_TAIL:].mean())
+        s0, s1 = _settle_epoch(e0, a0, settle), _settle_epoch(e1, a1, settle)
+        out[seed] = (primary, None if s0 is None or s1 is None else s0 / s1)
+    return out
+
+
+def zero_if_never(value: float | None) -> float:
+    return 0.0 if value is None else value
+
+
+def per_seed(values: dict[int, tuple[float | None, float | None]]) -> str:
+    """``seed 0: 1.31x (secondary 1.10x); seed 1: never; min-max 0.00-1.31x``."""
+    if not values:
+        return "no seed with both runs"
+    parts = [f"seed {s}: {fmt_speedup(p)} (secondary {fmt_speedup(q)})" for s, (p, q) in values.items()]
+    primary = [zero_if_never(p) for p, _ in values.values()]
+    return "; ".join(parts) + (f"; min-max {min(primary):.2f}-{max(primary):.2f}x" if len(primary) > 1 else "")
+
+
+def every_seed(values: dict[int, tuple[float | None, float | None]]) -> bool:
+    return bool(values) and all(zero_if_never(p) >= SPEEDUP_RULE for p, _ in values.values())
 
 
 def speedup(base: Curve, dreg: Curve) -> float | None:
@@ -81,7 +140,8 @@ def comparisons(records: FigureRecords) -> pd.DataFrame:
         for cfg in runs:
             if cfg.dreg_site is None:
                 continue
-            base = lines.get(run_key(dataclasses.replace(cfg, dreg_site=None).name))
+            base_cfg = dataclasses.replace(cfg, dreg_site=None)
+            base = lines.get(run_key(base_cfg.name))
             dreg = lines.get(run_key(cfg.name))
             target = float(base.mean.max()) if base is not None else None
             row = {
@@ -94,6 +154,8 @@ def comparisons(records: FigureRecords) -> pd.DataFrame:
             reached = row.get("dreg_epoch") is not None and row.get("base_epoch") is not None
             row["speedup"] = row["base_epoch"] / row["dreg_epoch"] if reached else None
             row["gain"] = row["dreg_best"] - row["base_best"] if base is not None and dreg is not None else None
+            row["per_seed"] = per_seed(speedups(records, base_cfg, cfg))
+            row["label"] = describe(cfg)
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -156,15 +218,16 @@ def _trend(x: list[float], y: list[float], sign: int) -> tuple[bool, str]:
     return sign * rho >= TREND_RHO, f"Spearman rho {rho:+.2f} over {len(x)} settings"
 
 
-def convergence_claims(name: str, table: pd.DataFrame) -> list[Claim]:
+def convergence_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """Figs. 2-5: DReg vs baseline at each batch size; the size of the speed-up and its trend with batch size."""
+    name = records.name
     missing = _enough(table)
     finished = table[table["finished"]] if len(table) else table
     speed = _speedups(finished)
     listed = ", ".join(f"{bs_label(b)}: {fmt_speedup(s)}" for b, s in zip(finished["batch_size"], finished["speedup"],
                                                                       strict=True)) or "no finished pair"  # fmt: skip
     claims = []
-    if name in ("fig2", "fig3"):
+    if "two_to_three_x_sooner" in records.spec.claims:
         median = float(np.median(speed)) if speed else math.nan
         claims.append(Claim(
             name, "", "DReg reaches the baseline's best validation accuracy 2-3x sooner",
@@ -202,8 +265,9 @@ def _baseline(rows: pd.DataFrame) -> str:
     return f"baseline {pct(rows['base_best'].iloc[0])}" if rows["base_best"].notna().any() else "baseline missing"
 
 
-def site_claims(name: str, table: pd.DataFrame) -> list[Claim]:
+def site_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """Fig. 6: DReg closer to the output (R1) works better; for MobileNetV2 every site beats the baseline."""
+    name = records.name
 
     def panel_claims(panel: str, rows: pd.DataFrame) -> list[Claim]:
         missing, model = _enough(rows), MODEL_LABELS[rows["model"].iloc[0]]
@@ -226,8 +290,9 @@ def site_claims(name: str, table: pd.DataFrame) -> list[Claim]:
     return _per_panel(table, panel_claims)
 
 
-def lambda_claims(name: str, table: pd.DataFrame) -> list[Claim]:
+def lambda_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """Fig. 7: every lambda (0 included) beats the baseline; small lambda is slightly better."""
+    name = records.name
 
     def panel_claims(panel: str, rows: pd.DataFrame) -> list[Claim]:
         missing, model = _enough(rows), MODEL_LABELS[rows["model"].iloc[0]]
@@ -247,8 +312,9 @@ def lambda_claims(name: str, table: pd.DataFrame) -> list[Claim]:
     return _per_panel(table, panel_claims)
 
 
-def momentum_claims(name: str, table: pd.DataFrame) -> list[Claim]:
+def momentum_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """Fig. 8: DReg helps at every momentum (0, 0.5, 0.9), and more with larger momentum."""
+    name = records.name
 
     def panel_claims(panel: str, rows: pd.DataFrame) -> list[Claim]:
         missing, model = _enough(rows), MODEL_LABELS[rows["model"].iloc[0]]
@@ -274,8 +340,9 @@ def momentum_claims(name: str, table: pd.DataFrame) -> list[Claim]:
     return _per_panel(table, panel_claims)
 
 
-def control_claims(name: str, table: pd.DataFrame) -> list[Claim]:
+def control_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """Controls: does a speed-up survive ``path_loss: mean`` and the cosine form; is it the penalty's."""
+    name = records.name
 
     def panel_claims(panel: str, rows: pd.DataFrame) -> list[Claim]:
         model = MODEL_LABELS[rows["model"].iloc[0]]
@@ -317,13 +384,16 @@ def control_claims(name: str, table: pd.DataFrame) -> list[Claim]:
     return _per_panel(table, panel_claims)
 
 
-CLAIMS: dict[str, Callable[[str, pd.DataFrame], list[Claim]]] = {
-    "fig2": convergence_claims, "fig3": convergence_claims, "fig4": convergence_claims, "fig5": convergence_claims,
-    "fig6": site_claims, "fig7": lambda_claims, "fig8": momentum_claims, "controls": control_claims,
+CLAIMS: dict[str, Callable[[FigureRecords, pd.DataFrame], list[Claim]]] = {
+    "batch_sweep": convergence_claims, "site_sweep": site_claims, "lambda_sweep": lambda_claims,
+    "momentum_sweep": momentum_claims, "controls": control_claims,
 }  # fmt: skip
 
 
 def analyze(records: FigureRecords) -> FigureAnalysis:
-    """The figure's comparisons and its claims with verdicts."""
+    """The figure's comparisons and its claims (or, for the mechanism study, its questions) with verdicts."""
+    from analysis.questions import mechanism_questions
+
     table = comparisons(records)
-    return FigureAnalysis(records, table, CLAIMS[records.name](records.name, table))
+    rules = {**CLAIMS, "mechanism": mechanism_questions}
+    return FigureAnalysis(records, table, rules[records.spec.kind](records, table))

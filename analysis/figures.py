@@ -18,19 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, load_figure_records
+from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, describe, load_figure_records
 from experiments.config import RunConfig
 
-SUBTITLES = {
-    "fig2": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
-    "fig3": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
-    "fig4": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
-    "fig5": "momentum SGD (0.9) with and without DReg (λ=0.1 at R1)",
-    "fig6": "DReg site (topological level, R1 nearest the output), BS 30k, λ=0.1",
-    "fig7": "DReg weight λ at R1, BS 30k",
-    "fig8": "plain SGD and momentum SGD with and without DReg (λ=0.01 at R1), BS 30k",
-    "controls": "DReg against path loss mean, cosine form and λ=0 (beyond the paper), BS 30k, λ=0.1 at R1",
-}
 BASELINE_COLOR = "black"
 
 
@@ -114,18 +104,29 @@ def _control_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
     return style
 
 
+def _mechanism_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    """Each run its own colour, labelled by what it changes against the figure's plain baseline and DReg."""
+    labels = [describe(cfg) for cfg in records.spec.runs]
+    palette = colormaps["tab20"]
+
+    def style(cfg: RunConfig) -> Style:
+        label = describe(cfg)
+        return Style(label, palette(labels.index(label) % 20), "-" if cfg.dreg_site else "--")
+
+    return style
+
+
 STYLES: dict[str, Callable[[FigureRecords], Callable[[RunConfig], Style]]] = {
-    "fig2": _convergence_styles, "fig3": _convergence_styles, "fig4": _convergence_styles,
-    "fig5": _convergence_styles, "fig6": _site_styles, "fig7": _lambda_styles, "fig8": _momentum_styles,
-    "controls": _control_styles,
+    "batch_sweep": _convergence_styles, "site_sweep": _site_styles, "lambda_sweep": _lambda_styles,
+    "momentum_sweep": _momentum_styles, "controls": _control_styles, "mechanism": _mechanism_styles,
 }  # fmt: skip
 
 
 def _title(records: FigureRecords) -> str:
     models = " and ".join(dict.fromkeys(MODEL_LABELS[cfg.model] for cfg in records.spec.runs))
-    paper = records.name != "controls"
+    paper = records.spec.of_paper
     data = records.data_words("paper" if paper else "specified")
-    return f"{records.spec.paper if paper else 'Controls'}: {models} on {data}, {SUBTITLES[records.name]}"
+    return f"{records.spec.paper if paper else records.spec.title}: {models} on {data}, {records.spec.subtitle}"
 
 
 def _panel_title(panel: str, runs: list[RunConfig]) -> str:
@@ -159,7 +160,7 @@ def draw_curve(ax: Axes, curve: Curve, style: Style) -> None:
 
 def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
     """The figure of ``records``: one axes per panel, one line per run found; and the notes to print."""
-    style = STYLES[records.name](records)
+    style = STYLES[records.spec.kind](records)
     panels = curves(records)
     fig = Figure(figsize=(5.4 * len(panels), 4.9), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]

@@ -50,6 +50,25 @@ def run_key(name: str) -> str:
     return re.sub(r"-s\d+$", "", name)
 
 
+_WORDS = {"lr": "lr {}", "weight_decay": "wd {}", "lr_scaling": "{} scaling", "dreg_form": "{} form",
+          "path_loss": "path loss {}", "dreg_eps": "eps {}"}  # fmt: skip
+
+
+def describe(cfg: RunConfig) -> str:
+    """A run in words for a legend: ``DReg λ=0.1, norm form`` or ``baseline, lr 0.2, wd 0.00025``."""
+    words = [f"DReg λ={cfg.dreg_lambda:g}" if cfg.dreg_site else "baseline"]
+    for key, value in cfg.differences().items():
+        if key == "warmup_fraction":
+            words.append(f"warm-up {100 * value:g}%")
+        else:
+            words.append(
+                _WORDS.get(key, key.replace("_", " ") + " {}").format(
+                    f"{value:g}" if isinstance(value, float) else value
+                )
+            )
+    return ", ".join(words)
+
+
 def _read_metrics(path: Path) -> pd.DataFrame:
     """metrics.csv without a last line cut short by a crash (the writer appends whole lines)."""
     text = path.read_text() if path.exists() else ""
@@ -75,6 +94,8 @@ def read_run(run_dir: Path) -> pd.DataFrame:
         **{key: run.get(key) for key in RUN_FIELDS},
         **{key: status.get(key) for key in STATUS_KEYS},
         "state": status.get("state") or "pending",
+        "dreg_initial": (status.get("dreg_initial") or {}).get("distance"),  # ||W_R - W_L||^2 before any step
+        "device": record.get("device"),
     }
     table = metrics.assign(**{k: [v] * len(metrics) for k, v in info.items()})
     table["epochs_trained"] = table["epoch"] + 1  # 1-based: the row after the first epoch is epoch 1

@@ -9,7 +9,7 @@ import pandas as pd
 
 from analysis import claims as cl
 from analysis.records import MODEL_LABELS, AnalysisError, FigureRecords, bs_label, check_preset, load_figure_records
-from experiments.config import FIGURE_NAMES
+from experiments.config import FIGURE_NAMES, load_presets, preset_settings
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -23,17 +23,19 @@ def _num(value: object, spec: str = "d") -> str:
     return "-" if value is None or pd.isna(value) else format(int(value) if spec == "d" else value, spec)
 
 
-def setting(name: str, row: pd.Series) -> str:
+def setting(kind: str, row: pd.Series) -> str:
     """What the comparison varies, in the figure's terms."""
     model = MODEL_LABELS[row["model"]]
-    if name in ("fig2", "fig3", "fig4", "fig5"):
+    if kind == "batch_sweep":
         return f"BS {bs_label(row['batch_size'])} (run: {row['global_batch']})"
-    if name == "fig6":
+    if kind == "site_sweep":
         return f"{model}, DReg at {row['dreg_site']}"
-    if name == "fig7":
+    if kind == "lambda_sweep":
         return f"{model}, λ={row['dreg_lambda']:g}"
-    if name == "fig8":
+    if kind == "momentum_sweep":
         return f"{model}, momentum {row['momentum']:g}"
+    if kind == "mechanism":
+        return f"BS {bs_label(row['batch_size'])}, {row['label']}"
     variant = "λ=0" if row["dreg_lambda"] == 0 else "path loss mean" if row["path_loss"] == "mean" else (
         "cosine form" if row["dreg_form"] == "cosine" else "paper form")  # fmt: skip
     return f"{model}, {variant}"
@@ -46,18 +48,18 @@ def _best(row: pd.Series, prefix: str) -> str:
     return f"{cl.pct(row[f'{prefix}_best'])} ({row[f'{prefix}_best_epoch']:.0f})"
 
 
-def comparison_table(name: str, table: pd.DataFrame) -> str:
+def comparison_table(kind: str, table: pd.DataFrame) -> str:
     """One line per DReg run against its baseline, accuracies in %, epochs 1-based."""
     header = ["panel", "setting", "baseline best (epoch)", "baseline final", "DReg best (epoch)", "DReg final",
-              "epoch reaching baseline best: baseline / DReg (steps)", "speed-up", "states"]  # fmt: skip
+              "epoch reaching baseline best: baseline / DReg (steps)", "speed-up", "per seed", "states"]  # fmt: skip
     rows = []
     for _, r in table.iterrows():
         reach = f"{_num(r['base_epoch'])} / {_num(r['dreg_epoch'])} ({_num(r['base_step'])} / {_num(r['dreg_step'])})"
         both = r["dreg_state"] != "missing" and r["base_state"] != "missing"
         rows.append([
-            r["panel"], setting(name, r), _best(r, "base"), cl.pct(r["base_final"]), _best(r, "dreg"),
+            r["panel"], setting(kind, r), _best(r, "base"), cl.pct(r["base_final"]), _best(r, "dreg"),
             cl.pct(r["dreg_final"]), reach if r["base_state"] != "missing" else "-",
-            cl.fmt_speedup(r["speedup"]) if both else "-", f"{r['base_state']} / {r['dreg_state']}",
+            cl.fmt_speedup(r["speedup"]) if both else "-", r["per_seed"], f"{r['base_state']} / {r['dreg_state']}",
         ])  # fmt: skip
     return md_table(header, rows)
 
@@ -72,14 +74,15 @@ def _scale(records: FigureRecords, reference: str) -> str:
 def figure_section(analysis: cl.FigureAnalysis, figures_dir: Path | None) -> str:
     records = analysis.records
     name = records.name
-    paper = name != "controls"
+    paper = records.spec.of_paper
     heading = f"{records.spec.paper}: {records.spec.title}" if paper else f"{records.spec.title} (beyond the paper)"
     parts = [f"## {heading}", _scale(records, "paper" if paper else "specified")]
     parts += [f"Note: {note}." for note in records.notes]
     if figures_dir is not None and (figures_dir / f"{name}.png").exists():
         parts.append(f"![{name}]({name}.png)")
     if len(records.table):
-        parts.append(comparison_table(name, analysis.table))
+        parts.append(comparison_table(records.spec.kind, analysis.table))
+        parts.append(f"Regenerate: `{_commands(records)}`")
     parts += [f"- **{c.verdict}** ({_where(c)}): {c.statement}. Rule: {c.rule}. Measured: {c.measured}."
               for c in analysis.claims]  # fmt: skip
     return "\n\n".join(parts)
@@ -89,29 +92,101 @@ def _where(claim: cl.Claim) -> str:
     return f"{claim.figure} ({claim.panel})" if claim.panel else claim.figure
 
 
+def _commands(records: FigureRecords) -> str:
+    data = f" --dataset {records.dataset}" if records.dataset != records.paper_dataset else ""
+    return (f"python -m experiments run {records.name} --preset {records.preset}{data} && "
+            f"python -m analysis figure {records.name} --preset {records.preset}")  # fmt: skip
+
+
+def _lines(records: FigureRecords) -> tuple[int, int]:
+    """(lines with records, lines) of a figure."""
+    total = sum(len(p) for p in records.spec.panels.values())
+    return total - sum(len(m) for m in records.missing.values()), total
+
+
+def _scope(analyses: list[cl.FigureAnalysis], preset: str) -> str:
+    s = {**preset_settings(preset), "description": load_presets()[preset]["description"]}
+    ran = [a.records for a in analyses if len(a.records.table)]
+    words = ", ".join(f"{r.name} ({_lines(r)[0]} of {_lines(r)[1]} lines)" for r in ran) or "none yet"
+    train = "all" if s["train_subset"] is None else format(s["train_subset"], ",")
+    val = "the official test set" if s["val_from_test"] else format(s["val_size"], ",") + " held-out images"
+    return "\n".join([
+        "- Claims: the paper's headline claims for Figs. 2-8 (rules below), and the mechanism study's questions "
+        f"M1-M8 (what DReg's effect is made of). Figures with records at this scale: {words}.",
+        f"- Scale (`{preset}`): {s.get('description', '')}; width {s['width']:g}, {s['epochs']} epochs, {train} "
+        f"training images, batches x{s['batch_scale']:g}, {val} as validation, precision {s.get('precision', '32-true')}.",
+    ])  # fmt: skip
+
+
+DEVIATIONS = """- Data: CIFAR-100 is not available on the machine that ran these records, so Figs. 3-8 (CIFAR-100 in the
+  paper) run on CIFAR-10 where their section says so; their verdicts are about CIFAR-10.
+- Scale: a CPU preset keeps the paper's steps (the same steps per epoch and 300 epochs) on 1/8 of the data
+  with every batch x1/8, at width 0.25; BatchNorm therefore sees 1/8 of the paper's batch.
+- Precision: bf16 autocast with channels_last tensors where the preset says so (the weights, the optimizer
+  and the DReg distance stay float32).
+- Settings the paper does not give (ours, each a setting): SGD lr 0.1, constant, no batch-size scaling or
+  warm-up unless a run says so; weight decay 5e-4; random crop 32 (padding 4) and horizontal flip; per-channel
+  normalization; W_L = W_R + 0.01 std(W_R) N(0, 1); BatchNorm over each device's micro-batch (ghost batch
+  norm); the last partial batch of an epoch dropped; validation on a stratified hold-out of the training set
+  except at the `paper` scale."""
+
+
+def _compute(analyses: list[cl.FigureAnalysis], results: Path | str, preset: str) -> str:
+    """Hours spent per figure (a run shared by figures counts in each) and in all, from the epoch times."""
+    rows, seen = [], {}
+    for a in analyses:
+        table = a.records.table
+        if not len(table) or "epoch_time" not in table:
+            continue
+        per_run = table.drop_duplicates(["run_name", "epoch"]).groupby("run_name")
+        hours = per_run["epoch_time"].sum() / 3600
+        seen.update(hours.to_dict())
+        devices = ", ".join(sorted({str(d) for d in table["device"].dropna().unique()})) or "not recorded"
+        rows.append([a.records.name, str(len(hours)), f"{hours.sum():.2f}", devices])
+    rows.append(["all (each run once)", str(len(seen)), f"{sum(seen.values()):.2f}", ""])
+    return md_table(["figure", "runs with records", "hours (sum of epoch times)", "device"], rows)
+
+
+def _not_run(analyses: list[cl.FigureAnalysis]) -> str:
+    lines = [f"- {a.records.name}: {_lines(a.records)[0]} of {_lines(a.records)[1]} lines have records" for a in analyses
+             if _lines(a.records)[0] < _lines(a.records)[1]]  # fmt: skip
+    return "\n".join(lines) or "- everything in the figure specs has records"
+
+
 def build_report(results: Path | str = "results", preset: str = "mini", figures_dir: Path | None = None) -> str:
-    """The report's markdown for every figure and the controls at ``preset``."""
+    """The replication report's markdown: scope, deviations, verdicts, each figure, stability, compute."""
+    from analysis import questions, stability
+
     check_preset(preset)
     folder = Path(results) / preset
     if not any(folder.glob("*/config.yaml")):
         raise AnalysisError(f"no run records under {folder}: run a sweep first (python -m experiments run ...)")
     analyses = [cl.analyze(load_figure_records(name, results, preset)) for name in FIGURE_NAMES]
-    claims = [c for a in analyses for c in a.claims]
-    paper = [c for c in claims if c.figure != "controls"]
-    counts = {v: sum(c.verdict == v for c in paper) for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_ENOUGH)}
-    summary = md_table(
-        ["claim", "measured", "verdict"], [[f"{_where(c)}: {c.statement}", c.measured, c.verdict] for c in claims]
-    )
+    claims = [c for a in analyses for c in a.claims if a.records.spec.of_paper]
+    questions = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
+    controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
+    checks = stability.checks(results, preset)
+    questions.append(stability.question(checks, preset))
+    counts = {v: sum(c.verdict == v for c in claims) for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_ENOUGH)}
+    summary = md_table(["claim", "measured", "verdict"], [[f"{_where(c)}: {c.statement}", c.measured, c.verdict]
+                                                          for c in claims + controls])  # fmt: skip
+    answers = md_table(["question", "rule", "measured", "answer"],
+                       [[f"{c.panel} {c.statement}", c.rule, c.measured, c.verdict] for c in questions])  # fmt: skip
     definitions = cl.__doc__.split("Definitions (the report repeats them):")[1].strip()
     head = [
         "# DReg replication report",
         f"Records: `{folder}`; generated {datetime.date.today().isoformat()}. Settings were fixed before any result "
         "was seen and never tuned; every number is as measured, whether or not it favours DReg.",
         f"Paper claims: {counts[cl.REPRODUCED]} reproduced, {counts[cl.NOT_REPRODUCED]} not reproduced, "
-        f"{counts[cl.NOT_ENOUGH]} not enough data. The controls answer yes / no.",
-        "## Definitions", definitions, "## Verdicts", summary,
+        f"{counts[cl.NOT_ENOUGH]} not enough data. The controls and the mechanism questions answer yes / no.",
+        "## Scope", _scope(analyses, preset), "## Deviations from the paper", DEVIATIONS,
+        "## Definitions", definitions, questions.__doc__.strip(), stability.__doc__.strip(),
+        "## Verdicts: the paper's claims", summary, "## Answers: the mechanism study (M1-M8)", answers,
     ]  # fmt: skip
-    return "\n\n".join(head + [figure_section(a, figures_dir) for a in analyses]) + "\n"
+    figures = [figure_section(a, figures_dir) for a in analyses]
+    tail = ["## Stability of the DReg distance (M7)", stability.section(checks, figures_dir),
+            "## Compute", _compute(analyses, results, preset), "## Not run yet", _not_run(analyses)]  # fmt: skip
+    return "\n\n".join(head + figures + tail) + "\n"
 
 
 def write_report(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Path:

@@ -109,15 +109,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         _data_preflight(runs, ex)
     slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}
+    shared = _shared_runs(args.figure, args.preset, args.seeds, _overrides(args)) if args.dry_run else None
     outcomes = run_sweep(
         runs, ex, retry_failed=args.retry_failed, parallel=args.parallel, launcher=args.launcher, slurm=slurm,
-        dry_run=args.dry_run,
+        dry_run=args.dry_run, shared=shared,
     )  # fmt: skip
     states = [read_status(run_dir(cfg, ex.results))["state"] for cfg, _ in outcomes]
     if states:
         print("[sweep] finished: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
     crashed = any(outcome.startswith("exit") for _, outcome in outcomes)  # a run's process died or refused to run
     return 1 if "failed" in states or crashed else 0
+
+
+def _shared_runs(figure: str, preset: str, seeds: int, overrides: dict[str, Any]) -> dict[str, list[str]]:
+    """Per run of ``figure``, the other figures that have the same run (trained once, used by all)."""
+    shared: dict[str, list[str]] = {}
+    for other in FIGURE_NAMES:
+        if other != figure:
+            for cfg in load_figure(other, preset, seeds, overrides).runs:
+                shared.setdefault(cfg.name, []).append(other)
+    return shared
 
 
 def cmd_status(args: argparse.Namespace) -> None:

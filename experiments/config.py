@@ -80,13 +80,7 @@ class RunConfig:
         configs never share a folder (config.yaml stays the identity check), then the seed. The preset is
         the folder above. A micro-batch appears once it differs from the global batch (DDP, accumulation).
         """
-        defaults = self.preset_defaults()
-        differs = {
-            key: value
-            for key, value in self.to_dict().items()
-            if key not in _IN_CORE and value != getattr(defaults, key)
-            and not (key == "micro_batch" and value == self.global_batch)
-        }  # fmt: skip
+        differs = self.differences()
         parts = [self.model, self.dataset, f"bs{self.batch_size}"]
         if self.dreg_site is None:
             parts.append("base")
@@ -100,6 +94,16 @@ class RunConfig:
         parts += [_name_part(k, v) for k, v in differs.items()]
         parts.append(f"s{self.seed}")  # last: a figure's line is the name without it (its seeds are averaged)
         return "-".join(parts)
+
+    def differences(self) -> dict[str, Any]:
+        """The settings outside the name's core that differ from the preset's defaults, in declaration order."""
+        defaults = self.preset_defaults()
+        return {
+            key: value
+            for key, value in self.to_dict().items()
+            if key not in _IN_CORE and value != getattr(defaults, key)
+            and not (key == "micro_batch" and value == self.global_batch)
+        }  # fmt: skip
 
     def preset_defaults(self) -> RunConfig:
         """The config a figure at this preset starts from: the defaults below, then the preset's settings."""
@@ -195,8 +199,15 @@ class Figure:
 
     name: str
     title: str
-    paper: str
+    paper: str  # "Figure 2", or "none (...)" for a study beyond the paper
+    kind: str  # batch_sweep, site_sweep, lambda_sweep, momentum_sweep, controls, mechanism: how it is analysed
+    subtitle: str
+    claims: tuple[str, ...] = ()  # for a batch sweep: which of the paper's convergence claims it makes
     panels: dict[str, list[RunConfig]] = field(default_factory=dict)
+
+    @property
+    def of_paper(self) -> bool:
+        return self.paper.startswith("Figure")
 
     @property
     def runs(self) -> list[RunConfig]:
@@ -229,7 +240,7 @@ def load_figure(name: str, preset: str, seeds: int = 1, overrides: dict[str, Any
         raise ExperimentError(f"unknown figure {name!r}: choose one of {', '.join(FIGURE_NAMES)}")
     spec = yaml.safe_load((FIGURES_DIR / f"{name}.yaml").read_text())
     base = {**preset_settings(preset), **spec.get("defaults", {}), **(overrides or {})}
-    figure = Figure(name=name, title=spec["title"], paper=spec["paper"])
+    figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())))
     for panel, grids in spec["panels"].items():
         figure.panels[panel] = [
             RunConfig.from_dict({**base, **run, **(overrides or {}), "seed": seed})

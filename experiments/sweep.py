@@ -110,8 +110,10 @@ def _submitit(jobs: list[RunConfig], ex: Execution, launcher: str, slurm: dict[s
 def run_sweep(
     runs: list[RunConfig], ex: Execution, *, retry_failed: bool = False, parallel: int = 1,
     launcher: str = "local", slurm: dict[str, Any] | None = None, dry_run: bool = False,
+    shared: dict[str, list[str]] | None = None,
 ) -> list[tuple[RunConfig, str]]:  # fmt: skip
-    """Run what is not finished; returns each run with what happened to it."""
+    """Run what is not finished; returns each run with what happened to it. ``shared`` names, per run, the
+    other figures that have it (a dry run lists them: such a run is trained once for all)."""
     for cfg in runs:  # every bad setting is reported before anything runs
         validate(cfg)
     runs = [resolve(cfg, ex) for cfg in runs]  # the micro-batch made explicit: it is part of the run's name
@@ -126,7 +128,9 @@ def run_sweep(
     print(f"{len(runs)} runs: {len(jobs)} to run, {len(runs) - len(jobs)} finished or failed (skipped)")
     if dry_run:
         for cfg, action in rows:
-            print(f"  {action:4s}  {cfg.name}  [{read_status(run_dir(cfg, ex.results))['state']}]")
+            others = (shared or {}).get(cfg.name)
+            also = f"  shared with {', '.join(others)}" if others else ""
+            print(f"  {action:4s}  {cfg.name}  [{read_status(run_dir(cfg, ex.results))['state']}]{also}")
         return [(cfg, "dry-run") for cfg in jobs]
     outcomes: list[tuple[RunConfig, str]] = []
     start = time.monotonic()

@@ -80,10 +80,18 @@ def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.lo
     # A W&B sweep agent names the run it scheduled in WANDB_RUN_ID, which an explicit id would override;
     # otherwise the id follows the run, so a resumed run continues the same W&B run.
     run_id = os.environ.get("WANDB_RUN_ID") or hashlib.sha1(f"{cfg.preset}/{cfg.name}".encode()).hexdigest()[:12]
-    return WandbLogger(
-        project=ex.wandb_project, group=ex.group, name=cfg.name, id=run_id, resume="allow",
-        tags=tags, config=cfg.to_dict(), save_dir=str(directory),
+    # `config_key` is the name without the seed: W&B's "group by" on it gathers a config's seeds into one line.
+    config = {**cfg.to_dict(), "config_key": cfg.name.rsplit("-s", 1)[0]}
+    logger = WandbLogger(
+        project=ex.wandb_project, group=ex.group, name=cfg.name, id=run_id, resume="allow", job_type="train",
+        tags=tags, config=config, save_dir=str(directory),
     )  # fmt: skip
+    if rank_zero_only.rank == 0:  # curves against the epoch, and each run's summary is its best val/acc
+        logger.experiment.define_metric("epoch")
+        logger.experiment.define_metric("val/*", step_metric="epoch")
+        logger.experiment.define_metric("dreg/*", step_metric="epoch")
+        logger.experiment.define_metric("val/acc", step_metric="epoch", summary="max")
+    return logger
 
 
 def _netrc() -> str:

@@ -28,6 +28,16 @@ CHOICES = {
 }
 
 
+def scaled_lr(lr: float, scaling: str, batch: int, base_batch: int) -> float:
+    """The base learning rate after a batch-size scaling rule: Goyal et al.'s linear, Hoffer et al.'s sqrt."""
+    return lr * {"none": 1.0, "linear": batch / base_batch, "sqrt": math.sqrt(batch / base_batch)}[scaling]
+
+
+def warmup_factor(step: int, warmup_steps: float) -> float:
+    """The linear warm-up's factor at optimizer step ``step`` (0-based); 1 without warm-up."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message says which and what to use instead."""
 
@@ -214,8 +224,7 @@ class Classifier(L.LightningModule):
     def learning_rate(self) -> float:
         """The base LR after the optional batch-size scaling rule (SPEC §4)."""
         hp = self.hparams
-        ratio = hp.batch_size / hp.lr_base_batch
-        return hp.lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[hp.lr_scaling]
+        return scaled_lr(hp.lr, hp.lr_scaling, hp.batch_size, hp.lr_base_batch)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
@@ -234,7 +243,7 @@ class Classifier(L.LightningModule):
         if hp.warmup_fraction <= 0:
             return optimizer
         warmup_steps = max(1.0, hp.warmup_fraction * self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_factor(step, warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

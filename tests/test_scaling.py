@@ -224,6 +224,12 @@ def test_sweep_names_wandb_runs_by_figure_and_run(data: Path, tmp_path: Path) ->
     assert (run_record.run_group, run_record.display_name) == ("fig2", run.name)
     assert {"vgg16", "cifar10", "bs2048", "baseline"} <= set(run_record.tags)
     assert {"train/loss", "val/acc"} <= keys
+    # Seeds group by the name without the seed; curves run against the epoch; the summary is the best val/acc.
+    assert run_record.job_type == "train"
+    config = {item.key: json.loads(item.value_json) for item in run_record.config.update}
+    assert config["config_key"] == "vgg16-cifar10-bs2048-base-m0.9"
+    metrics = {r.metric.name: r.metric for r in wandb_records(run) if r.WhichOneof("record_type") == "metric"}
+    assert metrics["val/acc"].step_metric == "epoch" and metrics["val/acc"].summary.max
 
 
 @pytest.mark.slow

@@ -1,0 +1,160 @@
+"""The mechanism study's questions M1-M6 and M8 (docs/method.md, "Questions and rules"), decided per seed.
+
+Every speed-up here is per seed: the reference run's first epoch at its own best validation accuracy over
+the compared run's first epoch at that accuracy (None: never reached; counted as 0). A question needs every
+seed of every run it names finished (done or diverged); it is answered over the seeds both runs have.
+Beside each speed-up the measured text gives a secondary measure that decides nothing: the first epoch at
+which a curve's 5-epoch running mean reaches 99% of the reference's mean over its last 10 epochs, as the ratio
+reference epoch / run epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from analysis.claims import (
+    NO,
+    NOT_ENOUGH,
+    SPEEDUP_RULE,
+    YES,
+    Claim,
+    every_seed,
+    pct,
+    per_seed,
+    seed_curves,
+    seed_states,
+    speedups,
+    zero_if_never,
+)
+from analysis.records import FINISHED, FigureRecords, run_key
+from experiments.config import RunConfig
+
+
+class Roles:
+    """The runs of the mechanism figure by the part they play, found by what they change (not by name)."""
+
+    def __init__(self, records: FigureRecords) -> None:
+        self.records = records
+
+    def find(self, panel: str, dreg: bool, lam: float = 0.1, **changes: object) -> RunConfig | None:
+        for cfg in self.records.spec.panels.get(panel, []):
+            same_kind = (cfg.dreg_site is not None) == dreg and (not dreg or cfg.dreg_lambda == lam)
+            if same_kind and cfg.differences() == changes:
+                return cfg
+        return None
+
+    def missing(self, *cfgs: RunConfig | None) -> str | None:
+        """None when every run is in the figure and every seed of it finished; else what is missing."""
+        if any(cfg is None for cfg in cfgs):
+            return "a run it needs is not in the figure"
+        for cfg in cfgs:
+            states = seed_states(self.records, cfg)
+            if not states or any(s not in FINISHED for s in states.values()):
+                return f"{run_key(cfg.name)} is {', '.join(sorted(set(states.values()))) or 'not run'}"
+        return None
+
+
+def _answer(ok: bool, missing: str | None) -> str:
+    return NOT_ENOUGH if missing else YES if ok else NO
+
+
+def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
+    """M1-M6 and M8 with their rules (M7 is the stability analysis: analysis/stability.py)."""
+    r = Roles(records)
+    base, dreg = r.find("a", False), r.find("a", True)
+    doubled = r.find("a", False, lr=0.2, weight_decay=0.00025)
+    out = []
+
+    def ask(key: str, question: str, rule: str, runs: tuple, answer: Callable[[], tuple[bool, str]]) -> None:
+        missing = r.missing(*runs)
+        ok, measured = answer() if missing is None else (False, missing)
+        out.append(Claim(records.name, key, question, rule, measured, _answer(ok, missing)))
+
+    def over(ref: RunConfig, run: RunConfig) -> Callable[[], tuple[bool, str]]:
+        return lambda: (every_seed(s := speedups(records, ref, run)), per_seed(s))
+
+    rule = f"speed-up >= {SPEEDUP_RULE:g} in every seed"
+    ask("M1", "at 30k, does DReg (paper) speed up convergence over the baseline?", rule, (base, dreg), over(base, dreg))
+
+    def m2() -> tuple[bool, str]:
+        d, p = speedups(records, base, doubled), speedups(records, base, dreg)
+        seeds = sorted(set(d) & set(p))
+        wins = sum(zero_if_never(d[s][0]) >= zero_if_never(p[s][0]) for s in seeds)
+        return wins * 2 > len(
+            seeds
+        ), f"doubled gradient: {per_seed(d)}. DReg: {per_seed(p)}. {wins} of {len(seeds)} seeds"
+
+    ask(
+        "M2",
+        "is DReg's effect at 30k that of the doubled gradient of the shared layers?",
+        "the doubled-gradient baseline's speed-up >= DReg's in a majority of seeds",
+        (base, doubled, dreg),
+        m2,
+    )
+    mean = r.find("a", True, path_loss="mean")
+    ask("M3", "does a speed-up survive path_loss: mean?", rule, (base, mean), over(base, mean))
+    lam0 = r.find("a", True, lam=0.0)
+    ask("M4", "does the penalty add to a second path (DReg over DReg λ=0)?", rule, (lam0, dreg), over(lam0, dreg))
+    for schedule in ("sqrt", "linear"):
+        b = r.find("a", False, lr_scaling=schedule, warmup_fraction=0.05)
+        d = r.find("a", True, lr_scaling=schedule, warmup_fraction=0.05)
+        ask(
+            "M5",
+            f"does DReg add to {schedule} scaling with warm-up (DReg + schedule over baseline + schedule)?",
+            rule,
+            (b, d),
+            over(b, d),
+        )
+    grid = (r.find("a", False, lr=0.05), base, r.find("a", False, lr=0.4), doubled)
+
+    def m8() -> tuple[bool, str]:
+        words, values = [], {}
+        for seed in sorted(seed_curves(records, dreg)):
+            best = {cfg: seed_curves(records, cfg).get(seed, (None, np.array([-1.0])))[1].max() for cfg in grid}
+            tuned = max(grid, key=lambda cfg: best[cfg])
+            s = speedups(records, tuned, dreg).get(seed)
+            if s is None:
+                continue
+            values[seed] = s
+            dreg_best = seed_curves(records, dreg)[seed][1].max()
+            words.append(
+                f"seed {seed}: tuned baseline lr {tuned.lr:g} wd {tuned.weight_decay:g} best {pct(best[tuned])}, "
+                f"DReg best {pct(dreg_best)}"
+            )
+        return every_seed(values), f"{per_seed(values)}. " + "; ".join(words)
+
+    ask(
+        "M8",
+        "does DReg beat the tuned baseline (the best of the lr grid 0.05, 0.1, 0.4 and the doubled gradient)?",
+        rule,
+        (*grid, dreg),
+        m8,
+    )
+    base_b = r.find("b", False)
+    for form in ("frobenius", "cosine", "norm"):
+        run = r.find("b", True) if form == "frobenius" else r.find("b", True, dreg_form=form)
+
+        def m6(run: RunConfig = run) -> tuple[bool, str]:
+            s = speedups(records, base_b, run)
+            rows = records.table[records.table["run"] == run_key(run.name)].drop_duplicates(["seed", "epoch"])
+            diverged = [
+                f"seed {k}: {g['diverged_epoch'].iloc[0]:.0f}"
+                for k, g in rows.groupby("seed")
+                if g["state"].iloc[0] == "diverged"
+            ]
+            bests = ", ".join(f"seed {k}: {pct(a.max())}" for k, (_, a) in seed_curves(records, run).items())
+            return every_seed(s), (
+                f"diverged (epoch, 0-based): {', '.join(diverged) or 'none'}; best {bests}; {per_seed(s)}"
+            )
+
+        ask(
+            "M6",
+            f"at 2k, does the {form} reading survive 300 epochs and speed up convergence?",
+            rule,
+            (base_b, run),
+            m6,
+        )
+    return out
