@@ -113,8 +113,8 @@ def _scope(analyses: list[cl.FigureAnalysis], preset: str) -> str:
     return "\n".join([
         "- Claims: the paper's headline claims for Figs. 2-8 (rules below), and the mechanism study's questions "
         f"M1-M8 (what DReg's effect is made of). Figures with records at this scale: {words}.",
-        f"- Scale (`{preset}`): {s.get('description', '')}; width {s['width']:g}, {s['epochs']} epochs, {train} "
-        f"training images, batches x{s['batch_scale']:g}, {val} as validation, precision {s.get('precision', '32-true')}.",
+        f"- Scale (`{preset}`): {s['description']}; width {s['width']:g}, {s['epochs']} epochs, {train} training "
+        f"images, batches x{s['batch_scale']:g}, {val} as validation, precision {s.get('precision', '32-true')}.",
     ])  # fmt: skip
 
 
@@ -148,8 +148,8 @@ def _compute(analyses: list[cl.FigureAnalysis], results: Path | str, preset: str
 
 
 def _not_run(analyses: list[cl.FigureAnalysis]) -> str:
-    lines = [f"- {a.records.name}: {_lines(a.records)[0]} of {_lines(a.records)[1]} lines have records" for a in analyses
-             if _lines(a.records)[0] < _lines(a.records)[1]]  # fmt: skip
+    counts = [(a.records.name, *_lines(a.records)) for a in analyses]
+    lines = [f"- {name}: {found} of {total} lines have records" for name, found, total in counts if found < total]
     return "\n".join(lines) or "- everything in the figure specs has records"
 
 
@@ -163,15 +163,15 @@ def build_report(results: Path | str = "results", preset: str = "mini", figures_
         raise AnalysisError(f"no run records under {folder}: run a sweep first (python -m experiments run ...)")
     analyses = [cl.analyze(load_figure_records(name, results, preset)) for name in FIGURE_NAMES]
     claims = [c for a in analyses for c in a.claims if a.records.spec.of_paper]
-    questions = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
+    asked = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
     checks = stability.checks(results, preset)
-    questions.append(stability.question(checks, preset))
+    asked.append(stability.question(checks, preset))
     counts = {v: sum(c.verdict == v for c in claims) for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_ENOUGH)}
     summary = md_table(["claim", "measured", "verdict"], [[f"{_where(c)}: {c.statement}", c.measured, c.verdict]
                                                           for c in claims + controls])  # fmt: skip
     answers = md_table(["question", "rule", "measured", "answer"],
-                       [[f"{c.panel} {c.statement}", c.rule, c.measured, c.verdict] for c in questions])  # fmt: skip
+                       [[f"{c.panel} {c.statement}", c.rule, c.measured, c.verdict] for c in asked])  # fmt: skip
     definitions = cl.__doc__.split("Definitions (the report repeats them):")[1].strip()
     head = [
         "# DReg replication report",

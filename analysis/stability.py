@@ -82,6 +82,7 @@ class Check:
     run: str
     seed: int
     form: str
+    lam: float
     state: str
     steps: np.ndarray  # measured: optimizer steps at each recorded epoch end (0: before any step)
     measured: np.ndarray  # ||W_R - W_L|| there
@@ -94,7 +95,10 @@ class Check:
 
     @property
     def holds(self) -> bool | None:
-        """M7's rule for this run; None where it does not apply (cosine) or cannot be decided yet."""
+        """M7's rule for this run; None where it does not apply (cosine; lambda 0, where no penalty drives the
+        distance and only the cross-entropy's difference between the paths moves it) or cannot be decided yet."""
+        if self.lam == 0:
+            return None
         if self.form == "frobenius":
             if self.growth_measured is None:
                 return None
@@ -114,7 +118,7 @@ def check_run(run: pd.DataFrame) -> Check:
     row = run.iloc[0]
     steps = run["step"].to_numpy(int)
     per_epoch = int(steps[0])
-    total = per_epoch * int(row["epochs"])
+    total = max(per_epoch * int(row["epochs"]), int(steps[-1]))
     initial = math.sqrt(row["dreg_initial"]) if pd.notna(row.get("dreg_initial")) else None
     measured = np.sqrt(run["dreg/distance"].to_numpy(float))
     start = initial if initial is not None else measured[0]
@@ -125,6 +129,7 @@ def check_run(run: pd.DataFrame) -> Check:
         run=row["run"],
         seed=int(row["seed"]),
         form=row["dreg_form"],
+        lam=float(row["dreg_lambda"]),
         state=row["state"],
         steps=np.concatenate([[0], steps]) if initial is not None else steps,
         measured=np.concatenate([[initial], measured]) if initial is not None else measured,
@@ -215,7 +220,7 @@ def question(found: list[Check], preset: str) -> Claim:
     """M7: does the measured distance follow the prediction, in every run where the rule applies?"""
     decided = [c for c in found if c.holds is not None]
     failed = [f"{c.run} s{c.seed}" for c in decided if not c.holds]
-    undecided = [c for c in found if c.holds is None and c.form != "cosine"]
+    undecided = [c for c in found if c.holds is None and c.form != "cosine" and c.lam > 0]
     if failed:
         answer = NO
     elif decided and not undecided:

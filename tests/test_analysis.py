@@ -242,7 +242,7 @@ def test_cli(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path), "--preset", "smoke"]) == 2
     assert capsys.readouterr().err.startswith("error: no run records under")
     assert main(["figure", "fig2", "--results", str(tmp_path), "--preset", "huge"]) == 2
-    assert capsys.readouterr().err == "error: unknown preset 'huge': choose one of paper, mini, smoke\n"
+    assert capsys.readouterr().err == "error: unknown preset 'huge': choose one of paper, mini, quick, smoke\n"
     with pytest.raises(SystemExit) as exit_:
         main(["plot"])
     assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1
@@ -252,3 +252,79 @@ def test_cli(tmp_path, capsys):
                                                         f"wrote {tmp_path / 'o' / 'fig8.pdf'}"]  # fmt: skip
     assert main(["report", "--results", str(tmp_path), "--preset", "smoke"]) == 0
     assert (tmp_path / "smoke" / "analysis" / "report.md").exists()
+
+
+# --- the mechanism study: questions per seed ----------------------------------------------------------------
+
+
+def write_mechanism(results: Path, reach: dict[tuple, tuple[int, int]], best: dict[tuple, float] | None = None) -> None:
+    """Each run of the mechanism figure (2 seeds) reaches its best (0.8 unless ``best`` says) at the epoch
+    ``reach`` gives per seed for its role, else at epoch 30."""
+    from analysis.questions import Roles
+
+    spec = load_figure_records("mechanism", results, "smoke")
+    roles = Roles(spec)
+    for role, seeds in reach.items():
+        panel, dreg, lam, changes = role[0], role[1], role[2], dict(role[3:])
+        assert roles.find(panel, dreg, lam, **changes) is not None, role
+    for cfg in spec.spec.runs:
+        role = next((r for r in reach if roles.find(r[0], r[1], r[2], **dict(r[3:])) is cfg), None)
+        for seed in (0, 1):
+            at = reach[role][seed] if role else 30
+            top = (best or {}).get(role, 0.8)
+            write_run(results, RunConfig.from_dict({**cfg.to_dict(), "seed": seed}), ramp(top, at))
+
+
+BASE, DREG = ("a", False, 0.1), ("a", True, 0.1)
+
+
+def test_mechanism_questions_follow_their_rules_per_seed(tmp_path):
+    write_mechanism(
+        tmp_path,
+        {
+            BASE: (30, 30),
+            DREG: (10, 20),  # speed-ups 3.0 and 1.5: M1 yes
+            ("a", False, 0.1, ("lr", 0.2), ("weight_decay", 0.00025)): (25, 15),  # 1.2 and 2.0: 1 of 2 seeds, M2 no
+            ("a", True, 0.0): (30, 30),  # DReg over lambda 0: 3.0, 1.5: M4 yes
+            ("a", True, 0.1, ("path_loss", "mean")): (20, 28),  # 1.5 and 1.07: M3 no
+            ("a", False, 0.1, ("lr", 0.4)): (30, 30),
+        },
+        best={("a", False, 0.1, ("lr", 0.4)): 0.82},  # the tuned baseline; DReg never reaches 82%: M8 no
+    )
+    records = load_figure_records("mechanism", tmp_path, "smoke")
+    answers = {(c.panel, c.statement.split(" ")[1]): c for c in cl.analyze(records).claims}
+    m1 = next(c for c in answers.values() if c.panel == "M1")
+    assert m1.verdict == "yes"
+    # secondary: the 5-epoch mean first at 99% of the baseline's last-10 mean (0.673): baseline 28, DReg 11 and 19
+    assert m1.measured.startswith("seed 0: 3.00x (secondary 2.55x); seed 1: 1.50x (secondary 1.47x)")
+    assert m1.measured.endswith("min-max 1.50-3.00x")
+    verdicts = {c.panel: c.verdict for c in cl.analyze(records).claims if c.panel in ("M2", "M3", "M4", "M8")}
+    assert verdicts == {"M2": "no", "M3": "no", "M4": "yes", "M8": "no"}
+    m8 = next(c for c in cl.analyze(records).claims if c.panel == "M8")
+    assert "tuned baseline lr 0.4 wd 0.0005 best 82.0%, DReg best 80.0%" in m8.measured
+
+
+def test_a_question_waits_for_every_seed(tmp_path):
+    write_mechanism(tmp_path, {BASE: (30, 30), DREG: (10, 10)})
+    running = next(c for c in load_figure("mechanism", "smoke", 2).runs if c.dreg_site and c.seed == 1)
+    write_run(tmp_path, running, ramp(0.8, 10)[:5], "running")
+    m1 = next(c for c in cl.analyze(load_figure_records("mechanism", tmp_path, "smoke")).claims if c.panel == "M1")
+    assert m1.verdict == "not enough data" and "running" in m1.measured
+
+
+def test_report_is_a_replication_report(tmp_path):
+    write_fake_records(tmp_path, "fig2", seeds=2)
+    write_fake_records(tmp_path, "mechanism", seeds=2)
+    assert main(["stability", "--results", str(tmp_path), "--preset", "smoke"]) == 0
+    text = build_report(tmp_path, "smoke", tmp_path / "smoke" / "analysis")
+    sections = [line for line in text.splitlines() if line.startswith("## ")]
+    assert sections[:6] == ["## Scope", "## Deviations from the paper", "## Definitions",
+                            "## Verdicts: the paper's claims", "## Answers: the mechanism study (M1-M8)",
+                            "## Figure 2: VGG16 on CIFAR-10"]  # fmt: skip
+    assert sections[-3:] == ["## Stability of the DReg distance (M7)", "## Compute", "## Not run yet"]
+    for question in ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"):
+        assert f"| {question} " in text
+    assert "seed 0: " in text and "seed 1: " in text and "min-max" in text
+    assert "Regenerate: `python -m experiments run mechanism --preset smoke && python -m analysis figure" in text
+    assert "![stability](stability.png)" in text
+    assert "| all (each run once) | 56 |" in text  # (14 + 18 lines - 4 shared) x 2 seeds, each counted once
