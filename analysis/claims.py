@@ -1,8 +1,8 @@
-"""The paper's claims as numbers (SPEC §4), each with a fixed rule that turns the numbers into a verdict.
+"""The paper's claims as numbers (docs/method.md §4), each with a fixed rule that turns the numbers into a verdict.
 
 Definitions (the report repeats them):
 
-- A curve is a run's validation accuracy per epoch (for DReg the better path's, SPEC §1), the mean over the
+- A curve is a run's validation accuracy per epoch (for DReg the better path's, docs/method.md §1), the mean over the
   seeds recorded at that epoch; epochs count from 1 (the row written after the first epoch is epoch 1).
 - Speed-up of a DReg run over its baseline (the run with the same config and no DReg): the target is the
   baseline's best validation accuracy; the speed-up is (first epoch at which the baseline reaches the

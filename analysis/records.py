@@ -1,4 +1,4 @@
-"""Run records (SPEC §5) -> one tidy pandas table, and a figure's lines.
+"""Run records (docs/method.md §5) -> one tidy pandas table, and a figure's lines.
 
 Only the files a run writes are read (config.yaml, metrics.csv, status.json), so results copied from a
 cluster work; `experiments.config` is imported for the figure specs, which are data.

@@ -1,10 +1,10 @@
 """DReg's cost: training-step time with DReg over without, per network and site, next to the FLOP ratio.
 
-DReg runs the site and everything after it twice (SPEC §1), so the step's conv/matmul FLOP ratio
+DReg runs the site and everything after it twice (docs/method.md §1), so the step's conv/matmul FLOP ratio
 (``flops.step_flops``, grouped convs counted right) is the floor for the time ratio; the target is
 time ratio / FLOP ratio <= 1.05 at R1. A step is the suite's own: ``Classifier._loss_terms`` forward,
 backward, and the optimizer ``Classifier.configure_optimizers`` builds, in train mode. The FLOP
-ratios are for 100 classes (the figures that vary the site use CIFAR-100), as in SPEC §6.
+ratios are for 100 classes (the figures that vary the site use CIFAR-100), as in docs/method.md §6.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from lightning_modules import Classifier, build_net, dreg_sites
 
 NUM_CLASSES = 100
 TARGET = 1.05  # time ratio / FLOP ratio at R1
-# SPEC §6 at width 1: forward+backward GFLOPs per image and the DReg FLOP ratios R1..Rn.
+# docs/method.md §6 at width 1: forward+backward GFLOPs per image and the DReg FLOP ratios R1..Rn.
 SPEC_GFLOPS = {"vgg16": 1.876, "resnet18": 3.329, "mobilenetv2": 0.545}
 SPEC_RATIOS = {
     "vgg16": [1.030, 1.211, 1.513, 1.815, 1.996],
@@ -35,7 +35,7 @@ def training_step(
     """A module, its optimizer and a closure running one training step on a fixed random batch."""
     device = device_of(opts)
     torch.manual_seed(0)
-    # lr is irrelevant to speed; a small one keeps DReg's growing distance (SPEC §1) far from overflow.
+    # lr is irrelevant to speed; a small one keeps DReg's growing distance (docs/method.md §1) far from overflow.
     module = Classifier(model=model, num_classes=num_classes, width=width, dreg_site=site, lr=0.001)
     module = module.to(device, memory_format=memory_format(opts)).train()
     optimizer = module.configure_optimizers()
@@ -115,7 +115,7 @@ def measure(
 
 
 def flop_check(quick: bool) -> dict:
-    """Whether FlopCounterMode still overcounts depthwise convs, and our width-1 counts against SPEC §6."""
+    """Whether FlopCounterMode still overcounts depthwise convs, and our width-1 counts against docs/method.md §6."""
     probe = flops.depthwise_probe()
     counted = {}
     for model, spec in SPEC_GFLOPS.items():
@@ -163,12 +163,12 @@ def run(opts: argparse.Namespace) -> dict:
         f"(MobileNetV2 fwd+bwd {check['mobilenetv2_fwd_bwd_gflops_uncorrected']:.3f} GFLOPs/image uncorrected)"
     )
     counts = [
-        {"model": m, "GFLOPs/image": c["fwd_bwd_gflops"], "SPEC": c["spec_fwd_bwd_gflops"],
+        {"model": m, "GFLOPs/image": c["fwd_bwd_gflops"], "reference": c["spec_fwd_bwd_gflops"],
          "ratios": " ".join(f"{r:.3f}" for r in c["ratios"]),
-         "SPEC ratios": " ".join(f"{r:.3f}" for r in c["spec_ratios"])}
+         "reference ratios": " ".join(f"{r:.3f}" for r in c["spec_ratios"])}
         for m, c in check["width1"].items()
     ]  # fmt: skip
-    print(table(counts, ["model", "GFLOPs/image", "SPEC", "ratios", "SPEC ratios"]))
+    print(table(counts, ["model", "GFLOPs/image", "reference", "ratios", "reference ratios"]))
     rows = []
     for model, width, sites, batch in plan:
         rows += measure(model, width, sites, batch, reps, turn_s, r1_s, opts)

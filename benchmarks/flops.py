@@ -2,7 +2,7 @@
 
 ``torch.utils.flop_counter`` (checked up to torch 2.14) counts the weight gradient of a grouped
 convolution as a dense conv over all input channels, i.e. ``groups`` times too high; a depthwise
-conv's backward then dominates MobileNetV2's count (SPEC §6). ``conv_backward_flop`` replaces that
+conv's backward then dominates MobileNetV2's count (docs/method.md §6). ``conv_backward_flop`` replaces that
 formula: grad_input and grad_weight each take exactly the multiply-adds of the forward conv (every
 (output element, weight element) pair meets once in each), which holds for any stride, padding and
 groups. Counting runs on the meta device, so it needs no memory and takes milliseconds at width 1.

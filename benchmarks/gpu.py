@@ -4,7 +4,7 @@ Needs a CUDA device (``--device cuda``; best with ``--bf16 --channels-last``). F
 and without DReg at R1: images/s of full training steps at global batch 30,720 (the largest micro-batch
 that fits, accumulated), the model FLOP utilization against a measured bf16 matmul rate, and the
 projected GPU-hours of the ``paper`` scale of Figs. 2-8 (81 runs, 300 epochs of 50,000 training and
-10,000 validation images; per-run FLOPs from the counted per-image numbers, SPEC §6).
+10,000 validation images; per-run FLOPs from the counted per-image numbers, docs/method.md §6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""CIFAR-10/100 DataModules: torchvision download and reading, seeded stratified splits (SPEC §4), and two
+"""CIFAR-10/100 DataModules: torchvision download and reading, seeded stratified splits (docs/method.md §4), and two
 training pipelines: the whole training split on the device as uint8 with batch-wise augmentation
 ("device", the default; see device_loader.py), or torchvision transforms in a DataLoader ("reference",
 kept to measure the gain).
@@ -169,7 +169,7 @@ class _PILImages(Dataset):
 class _CIFARDataModule(L.LightningDataModule):
     """Shared CIFAR-10/100 logic; see the module docstring and the subclasses.
 
-    ``batch_size`` is the GLOBAL batch (SPEC §4); it is split as world_size x accumulate x micro_batch, and
+    ``batch_size`` is the GLOBAL batch (docs/method.md §4); it is split as world_size x accumulate x micro_batch, and
     the caller sets the Trainer's ``accumulate_grad_batches`` to ``self.accumulate_grad_batches``. ``mean``
     and ``std`` are computed in ``setup()`` from the training images actually used (after the hold-out and
     the subset), unaugmented. Validation and test run on every rank over the full split.

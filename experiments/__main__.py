@@ -11,7 +11,16 @@ from typing import Any
 
 import yaml
 
-from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, preset_settings, select
+from experiments.config import (
+    FIGURE_NAMES,
+    PRECISIONS,
+    ExperimentError,
+    RunConfig,
+    load_figure,
+    preset_settings,
+    select,
+    validate,
+)  # fmt: skip
 from experiments.records import BUSY, RunBusy, read_status
 from experiments.train import Execution, run_dir
 
@@ -20,10 +29,13 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"), help="records go to RESULTS/<preset>/<run>")
     parser.add_argument("--data-dir", type=Path, help="folder holding cifar-10-batches-py (default $DREG_DATA_DIR)")
     parser.add_argument("--no-verify", action="store_true", help="skip the md5 check (local copies of CIFAR)")
-    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
     parser.add_argument("--devices", type=int, default=1, help="devices per node (DDP when > 1)")
     parser.add_argument("--num-nodes", type=int, default=1)
-    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--strategy", default="auto", choices=("auto", *StrategyRegistry.available_strategies()),
+                        metavar="STRATEGY", help="Lightning strategy, e.g. ddp")  # fmt: skip
     parser.add_argument("--wandb", action="store_true", help="also log to W&B (offline unless logged in)")
     parser.add_argument("--wandb-project", default="dreg")
     parser.add_argument("--group", help="W&B group (a sweep uses the figure's name)")
@@ -36,7 +48,7 @@ def _run_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", help="run the figure on another dataset (e.g. cifar10 without CIFAR-100)")
     parser.add_argument("--micro-batch", type=int, help="per-device micro-batch (BatchNorm sees it); default: all")
     parser.add_argument("--sync-batchnorm", action="store_true", help="BatchNorm over the global batch")
-    parser.add_argument("--precision", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--precision", choices=PRECISIONS, help="default: the preset's (bf16-mixed at mini and quick)")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,6 +118,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
     runs = select(figure.runs, args.only)
     ex = _execution(args, group=args.figure)
+    for cfg in runs:  # every bad setting, before the data is read
+        validate(cfg)
     if not args.dry_run:
         _data_preflight(runs, ex)
     slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}

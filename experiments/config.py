@@ -19,6 +19,9 @@ FIGURES_DIR = HERE / "figures"
 FIGURE_NAMES = tuple(sorted((p.stem for p in FIGURES_DIR.glob("*.yaml")), key=lambda n: (not n.startswith("fig"), n)))
 
 
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")  # Lightning's names
+
+
 class ExperimentError(ValueError):
     """Bad input to the experiment layer; the message says what is wrong and how to fix it."""
 
@@ -37,7 +40,7 @@ class RunConfig:
     dreg_eps: float = 0.01
     dreg_form: str = "frobenius"
     dreg_include_bias: bool = False
-    dreg_learnable: bool = False  # refused with a clear message: the DReg term is maximized (SPEC §3)
+    dreg_learnable: bool = False  # refused with a clear message: the DReg term is maximized (docs/method.md §3)
     path_loss: str = "sum"
     activity_site: str | None = None
     activity_alpha: float = 0.0
@@ -264,7 +267,7 @@ def select(runs: list[RunConfig], pattern: str | None) -> list[RunConfig]:
 
 
 def split_batch(cfg: RunConfig, world_size: int) -> tuple[int, int]:
-    """``(micro_batch, accumulate)`` for ``world_size`` devices: global = world x micro x accumulate (SPEC §4)."""
+    """``(micro_batch, accumulate)`` for ``world_size`` devices: global = world x micro x accumulate (docs/method.md §4)."""
     batch = cfg.global_batch
     if batch < 1 or not math.isclose(batch, cfg.batch_size * cfg.batch_scale):
         raise ExperimentError(f"batch {cfg.batch_size} x scale {cfg.batch_scale} is not a whole batch")
@@ -295,6 +298,8 @@ def validate(cfg: RunConfig) -> None:
 
     if cfg.dataset not in DATAMODULES:
         raise ExperimentError(f"unknown dataset {cfg.dataset!r}: choose one of {', '.join(DATAMODULES)}")
+    if cfg.precision not in PRECISIONS:
+        raise ExperimentError(f"unknown precision {cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
     if cfg.epochs < 1:
         raise ExperimentError(f"epochs must be >= 1, got {cfg.epochs}")
     Classifier(**{**cfg.module_kwargs(), "width": 0.0625})

@@ -1,4 +1,4 @@
-"""A run's records on disk (SPEC §5): config.yaml, metrics.csv, status.json; each write survives a crash."""
+"""A run's records on disk (docs/method.md §5): config.yaml, metrics.csv, status.json; each write survives a crash."""
 
 from __future__ import annotations
 

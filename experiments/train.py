@@ -53,7 +53,7 @@ def run_dir(cfg: RunConfig, results: Path) -> Path:
 
 
 def resolve(cfg: RunConfig, ex: Execution) -> RunConfig:
-    """The config with its micro-batch made explicit (it is recorded: BatchNorm sees it, SPEC §4)."""
+    """The config with its micro-batch made explicit (it is recorded: BatchNorm sees it, docs/method.md §4)."""
     micro, _ = split_batch(cfg, ex.world_size)
     return RunConfig.from_dict({**cfg.to_dict(), "micro_batch": micro})
 

@@ -1,7 +1,7 @@
 """The LightningModule: a CIFAR network with optional DReg and activity regularization.
 
 The loss is assembled in ``_loss_terms``; lambda enters there, in one line,
-next to the two cross-entropy terms (SPEC §1, paper Eq. 3).
+next to the two cross-entropy terms (docs/method.md §1, paper Eq. 3).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _check_config(hp: dict[str, Any]) -> None:
     if hp["dreg_learnable"]:
         raise ConfigError(
             "a learned weight for the DReg term is not allowed: the term is maximized, so its weight "
-            "would run off to infinity (SPEC §3); set dreg_lambda instead"
+            "would run off to infinity (docs/method.md §3); set dreg_lambda instead"
         )
     if hp["activity_learnable"] and hp["activity_site"] is None:
         raise ConfigError("activity_learnable needs an activity_site")
@@ -164,7 +164,7 @@ class Classifier(L.LightningModule):
         terms = self._loss_terms(x, y)
         finite = bool(torch.isfinite(terms["loss"]))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            # SPEC §5: a non-finite loss ends the run as `diverged`. Lightning refuses a skipped step (None) under
+            # docs/method.md §5: a non-finite loss ends the run as `diverged`. Lightning refuses a skipped step (None) under
             # DDP, so the step gets a zero loss that reaches every parameter: zero gradients, ranks in step.
             self.diverged_epoch = self.current_epoch
             self.trainer.should_stop = True
@@ -176,7 +176,7 @@ class Classifier(L.LightningModule):
         return terms["loss"]
 
     def on_train_start(self) -> None:
-        if self.dreg:  # the initial distance (SPEC §1: > 0 and logged), before any step
+        if self.dreg:  # the initial distance (docs/method.md §1: > 0 and logged), before any step
             for logger in self.loggers:
                 logger.log_metrics({"dreg/initial_distance": self.net.diagnostics()["distance"]}, step=0)
 
@@ -222,7 +222,7 @@ class Classifier(L.LightningModule):
             self.log("test/acc", acc[self.selected_path])
 
     def learning_rate(self) -> float:
-        """The base LR after the optional batch-size scaling rule (SPEC §4)."""
+        """The base LR after the optional batch-size scaling rule (docs/method.md §4)."""
         hp = self.hparams
         return scaled_lr(hp.lr, hp.lr_scaling, hp.batch_size, hp.lr_base_batch)
 
@@ -253,5 +253,5 @@ class Classifier(L.LightningModule):
         self.selected_path = checkpoint.get("selected_path", "R")
 
     def export(self) -> nn.Module:
-        """The selected path as a plain network (SPEC §1), ready for ``torch.save`` or inference."""
+        """The selected path as a plain network (docs/method.md §1), ready for ``torch.save`` or inference."""
         return self.net.export(self.selected_path) if self.dreg else copy.deepcopy(self.net)

@@ -62,12 +62,28 @@ def _assign(root: nn.Module, path: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent) if parent else root, name, module)
 
 
+class _SiteTracer(fx.Tracer):
+    """Traces into the modules that contain the site and keeps every other module whole (a leaf).
+
+    Python inside a leaf (a branch on ``self.training``, a fused BatchNorm + activation, stochastic depth) then
+    runs as written on every call, instead of being frozen in the mode it was traced in.
+    """
+
+    def __init__(self, site: str) -> None:
+        super().__init__()
+        self.site = site
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return not self.site.startswith(module_qualified_name + ".")
+
+
 class DRegNet(nn.Module):
     """A network whose ``site`` conv (+ following BN) is replicated into paths R and L.
 
-    ``forward(x)`` returns ``(logits_R, logits_L)``; ``distance()`` is the
-    differentiable ``||W_R - W_L||_F^2`` of SPEC §1; ``export(path)`` returns a
-    plain copy of the network computing that path.
+    ``forward(x)`` returns ``(logits_R, logits_L)``; ``distance()`` is the differentiable
+    ``||W_R - W_L||_F^2`` of paper Eq. 3; ``export(path)`` returns a plain copy of the network computing
+    that path. The modules that contain the site are traced twice, in training and in evaluation mode, so
+    that Python branching on ``self.training`` there is kept; ``forward`` runs the graph of the current mode.
     """
 
     def __init__(self, net: nn.Module, site: str, eps: float = 0.01, include_bias: bool = False) -> None:
@@ -75,10 +91,36 @@ class DRegNet(nn.Module):
         self.net = net
         self.site = _resolve_conv_site(net, site)
         self.include_bias = include_bias
+        graphs, bn_paths = {}, set()
+        was_training = net.training
         try:
-            graph = fx.symbolic_trace(net).graph
+            for mode in (True, False):
+                net.train(mode)
+                graphs[mode], bn_path = self._split(_SiteTracer(self.site).trace(net))
+                bn_paths.add(bn_path)
+        except ValueError:
+            raise
         except Exception as err:  # fx raises many types; all mean "not traceable"
             raise ValueError(f"cannot split {type(net).__name__} with torch.fx: {err}") from err
+        finally:
+            net.train(was_training)
+        if len(bn_paths) != 1:
+            raise ValueError(f"DReg site {self.site!r} is followed by another module in training than in evaluation")
+        (self.bn_path,) = bn_paths
+
+        # W_L = W_R + eps * std(W_R) * N(0, 1): "slightly distinctive" (paper §3).
+        conv_L = copy.deepcopy(net.get_submodule(self.site))
+        with torch.no_grad():
+            conv_L.weight.add_(eps * conv_L.weight.std() * torch.randn_like(conv_L.weight))
+        self.branch_L = nn.ModuleDict({"conv": conv_L})
+        if self.bn_path is not None:
+            self.branch_L["bn"] = copy.deepcopy(net.get_submodule(self.bn_path))
+        # Held outside the module tree: they share every parameter and buffer with `net` and `branch_L`.
+        self.__dict__["_graphs"] = graphs
+        self._link()
+
+    def _split(self, graph: fx.Graph) -> tuple[fx.Graph, str | None]:
+        """The two-path graph of one traced ``graph``, and the path of the BatchNorm that follows the site."""
         conv_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == self.site]
         if len(conv_nodes) != 1:
             raise ValueError(f"DReg site {self.site!r} is called {len(conv_nodes)} times; it must be called once")
@@ -86,22 +128,12 @@ class DRegNet(nn.Module):
         users = list(conv_node.users)
         bn_node = None
         if len(users) == 1 and users[0].op == "call_module":
-            follows = net.get_submodule(users[0].target)
+            follows = self.net.get_submodule(users[0].target)
             bn_node = users[0] if isinstance(follows, nn.modules.batchnorm._BatchNorm) else None
-        self.bn_path = bn_node.target if bn_node is not None else None
+        return self._two_path(graph, conv_node, bn_node), bn_node.target if bn_node is not None else None
 
-        # W_L = W_R + eps * std(W_R) * N(0, 1): "slightly distinctive" (paper §3, SPEC §1).
-        conv_L = copy.deepcopy(net.get_submodule(self.site))
-        with torch.no_grad():
-            conv_L.weight.add_(eps * conv_L.weight.std() * torch.randn_like(conv_L.weight))
-        self.branch_L = nn.ModuleDict({"conv": conv_L})
-        if self.bn_path is not None:
-            self.branch_L["bn"] = copy.deepcopy(net.get_submodule(self.bn_path))
-
-        # Held outside the module tree: it shares every parameter with `net` and `branch_L`.
-        self.__dict__["_two_path"] = self._build_two_path(graph, conv_node, bn_node)
-
-    def _build_two_path(self, graph: fx.Graph, conv_node: fx.Node, bn_node: fx.Node | None) -> fx.GraphModule:
+    @staticmethod
+    def _two_path(graph: fx.Graph, conv_node: fx.Node, bn_node: fx.Node | None) -> fx.Graph:
         """One graph computing the prefix once and the site + suffix for each path."""
         downstream: set[fx.Node] = set()
         for node in graph.nodes:  # graph.nodes is in topological order
@@ -128,15 +160,26 @@ class DRegNet(nn.Module):
         result_R = fx.map_arg(output.args[0], lambda n: env_R[n])
         result_L = fx.map_arg(output.args[0], lambda n: env_L[n])
         new.output((result_R, result_L))
+        return new
+
+    def _link(self) -> None:
+        """(Re)build the runnable graphs over the current modules and tensors: after ``.to()``, ``.double()``
+        and the like, a buffer used outside a module call is a new tensor, which a graph built before would miss."""
         modules: dict[str, object] = dict(self.net.named_modules())
         modules.update({f"branch_L.{k}": m for k, m in self.branch_L.items()})
-        for node in new.nodes:
-            if node.op == "get_attr":  # a parameter or buffer used outside a module call
-                modules[node.target] = operator.attrgetter(node.target)(self.net)
-        return fx.GraphModule(modules, new, class_name=f"DReg{type(self.net).__name__}")
+        runnable = {}
+        for mode, graph in self._graphs.items():
+            attrs = {n.target: operator.attrgetter(n.target)(self.net) for n in graph.nodes if n.op == "get_attr"}
+            runnable[mode] = fx.GraphModule({**modules, **attrs}, graph, class_name=f"DReg{type(self.net).__name__}")
+        self.__dict__["_runnable"] = runnable
+
+    def _apply(self, fn, recurse: bool = True):
+        out = super()._apply(fn, recurse)
+        self._link()
+        return out
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._two_path(x)
+        return self._runnable[self.training](x)
 
     def branch_params(self, path: Path_) -> list[torch.Tensor]:
         """The parameters the DReg distance is taken over: the conv weight (and bias if asked)."""
@@ -158,13 +201,13 @@ class DRegNet(nn.Module):
         return sum(_SquaredDistance.apply(w_R, w_L) for w_R, w_L in pairs)
 
     def cosine_distance(self) -> torch.Tensor:
-        """``||W_R/|W_R| - W_L/|W_L|||^2`` in [0, 4]: the scale-invariant variant of SPEC §1."""
+        """``||W_R/|W_R| - W_L/|W_L|||^2`` in [0, 4]: the bounded, scale-invariant variant (docs/method.md)."""
         w_R, w_L = self._flat("R"), self._flat("L")
         return (w_R / w_R.norm() - w_L / w_L.norm()).pow(2).sum()
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
-        """Distance, both norms and the cosine similarity of the branches (SPEC §1)."""
+        """Distance, both norms and the cosine similarity of the branches, logged every epoch."""
         w_R, w_L = self._flat("R"), self._flat("L")
         return {
             "distance": self.distance().item(),

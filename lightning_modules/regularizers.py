@@ -1,4 +1,4 @@
-"""Activity regularization (SPEC §2) and learnable regularization weights (SPEC §3)."""
+"""Activity regularization (docs/method.md §2) and learnable regularization weights (docs/method.md §3)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ class ActivityPenalty:
     """``mean_over_batch(sum_units |a|)`` (L1) or ``... a^2`` (L2) of a module's output ``a``.
 
     The per-sample mean keeps the penalty independent of the per-device batch,
-    so it is the same on every DDP rank (seeds/000). A forward hook records the
+    so it is the same on every DDP rank (docs/method.md §2). A forward hook records the
     penalty each time the module runs in training mode: a site downstream of a
     DReg site runs once per path, and ``value()`` averages over the calls.
     Not an ``nn.Module``, so the hooked layer is not registered twice.
@@ -45,7 +45,7 @@ class ActivityPenalty:
 class UncertaintyWeight(nn.Module):
     """A learned weight for a term ``R >= 0``: ``exp(-s) * R + s`` (Kendall et al., 2018).
 
-    A plain trainable multiplier would collapse to zero; the ``+ s`` term stops that (seeds/001).
+    A plain trainable multiplier would collapse to zero; the ``+ s`` term stops that (docs/method.md §3).
     """
 
     def __init__(self, init: float = 0.0) -> None:

@@ -1,4 +1,4 @@
-"""Where a regularizer attaches: an R-name of SPEC §1 (``R1`` = closest to the output) or a module path."""
+"""Where a regularizer attaches: an R-name of docs/method.md §1 (``R1`` = closest to the output) or a module path."""
 
 from __future__ import annotations
 

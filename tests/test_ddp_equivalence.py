@@ -1,4 +1,4 @@
-"""DDP is the same computation as one process at the same global batch (seeds/000: consistency across ranks)."""
+"""DDP is the same computation as one process at the same global batch (docs/method.md §2: consistent across ranks)."""
 
 import os
 import subprocess

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tiny import Tiny
+from torch import nn
 from torch.func import functional_call
 
 from lightning_modules import ActivityPenalty, Classifier, ConfigError, DRegNet, UncertaintyWeight
@@ -217,7 +218,7 @@ def growth_ratios(form: str, steps: int, lr: float = 0.1, mu: float = 0.9, lam: 
 
 
 def test_distance_grows_by_the_analytic_root_under_momentum():
-    """SPEC §1: ||W_R - W_L|| grows per step by the largest root of r^2 - (1+mu+lr(4 lambda - wd)) r + mu."""
+    """docs/method.md §1: ||W_R - W_L|| grows per step by the largest root of r^2 - (1+mu+lr(4 lambda - wd)) r + mu."""
     lr, mu, lam, wd = 0.1, 0.9, 0.1, 5e-4
     b = 1 + mu + lr * (4 * lam - wd)
     root = (b + math.sqrt(b * b - 4 * mu)) / 2
@@ -257,3 +258,81 @@ def test_bad_settings_raise_a_config_error(kwargs, message):
 def test_lr_scaling_rules(rule, expected):
     model = Classifier(net=Tiny(), num_classes=3, lr=0.1, lr_scaling=rule, batch_size=2048, lr_base_batch=256)
     assert model.learning_rate() == pytest.approx(expected)
+
+
+# --- networks from outside the suite: Python that branches on the mode, BatchNorm subclasses, loose buffers --
+
+
+class HalveInTraining(nn.Module):
+    """A custom module outside torch.nn whose forward branches on ``self.training`` (like stochastic depth)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.5 if self.training else x
+
+
+class BNReLU(nn.BatchNorm2d):
+    """A BatchNorm subclass fused with its activation, defined outside torch.nn (as model zoos do)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(super().forward(x))
+
+
+class ScaledBlock(nn.Module):
+    """The block holding the site: a BN subclass after it, a buffer used outside any module call, a mode branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn = BNReLU(8)
+        self.register_buffer("scale", torch.full((1, 8, 1, 1), 1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x)) * self.scale
+        return y + x if self.training else y - x
+
+
+class ZooNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), BNReLU(8), HalveInTraining())
+        self.block = ScaledBlock()
+        self.drop = HalveInTraining()
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.block(self.stem(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("convert", [None, "double"])
+def test_a_model_zoo_network_splits_in_both_modes(mode, convert):
+    """Branches on self.training (in the site's block and elsewhere), a BatchNorm subclass applying its
+    activation right after the site, and a buffer used outside a module call: both paths equal their exports
+    in training and evaluation mode, also after a dtype conversion."""
+    torch.manual_seed(0)
+    dreg = DRegNet(ZooNet(), "block.conv", eps=0.5)
+    assert dreg.bn_path == "block.bn" and isinstance(dreg.branch_L["bn"], BNReLU)
+    if convert:
+        dreg = getattr(dreg, convert)()
+    dtype = torch.float64 if convert else torch.float32
+    x = torch.randn(4, 3, 8, 8, dtype=dtype)
+    for _ in range(2):  # the running statistics move in training mode: do it the same way in each copy
+        dreg.train()
+        exported = [dreg.export(p).train() for p in ("R", "L")]
+        getattr(dreg, mode)()
+        for net in exported:
+            getattr(net, mode)()
+        out_R, out_L = dreg(x)
+        torch.testing.assert_close(out_R, exported[0](x))
+        torch.testing.assert_close(out_L, exported[1](x))
+    assert not torch.allclose(out_R, out_L)
+
+
+def test_the_loose_buffer_follows_the_network_to_a_new_dtype():
+    dreg = DRegNet(ZooNet(), "block.conv").eval()
+    x = torch.randn(2, 3, 8, 8)
+    before = dreg(x)[0]
+    dreg.net.block.scale.mul_(2)  # in place: the graph reads the live buffer
+    assert not torch.allclose(dreg(x)[0], before)
+    dreg = dreg.double()
+    assert dreg(x.double())[0].dtype == torch.float64

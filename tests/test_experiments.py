@@ -43,7 +43,7 @@ def test_figures_have_the_papers_run_counts():
     counts = {name: len(load_figure(name, "paper").runs) for name in FIGURE_NAMES}
     assert [counts[f"fig{k}"] for k in range(2, 9)] == [14, 14, 14, 14, 13, 12, 12]
     paper = {r.name for k in range(2, 9) for r in load_figure(f"fig{k}", "paper").runs}
-    assert len(paper) == 81  # SPEC §5: runs shared by figures are trained once
+    assert len(paper) == 81  # docs/method.md §5: runs shared by figures are trained once
     assert counts["controls"] == 10
 
 

@@ -1,4 +1,4 @@
-"""Reliability of the experiment layer (SPEC §5): kill and resume, atomic records, two sweeps on one results
+"""Reliability of the experiment layer (docs/method.md §5): kill and resume, atomic records, two sweeps on one results
 folder, divergence, and a catalogue of bad input.
 
 Every sweep here is the user's command, ``python -m experiments run fig2 --preset smoke --only bs2048-``: two
@@ -552,6 +552,13 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
         ("unknown dataset", [*smoke_train, "dataset=svhn", *ex()], "unknown dataset 'svhn'"),
         ("unknown site", [*smoke_train, "dreg_site=R9", *ex()], "unknown site 'R9'"),
         ("unknown setting (typo)", [*smoke_train, "dreg_lamda=0.1", *ex()], "unknown run setting(s) dreg_lamda"),
+        ("unknown dataset (run)", [*run, "--dataset", "imagenet", *ex()], "unknown dataset 'imagenet': choose one"),
+        ("unknown precision (run)", [*run, "--precision", "bf17", *ex()], "invalid choice: 'bf17'"),
+        ("unknown precision (train)", [*smoke_train, "precision=fp8", *ex()], "unknown precision 'fp8': choose"),
+        ("unknown strategy", [*run, "--strategy", "ddpx", *ex()], "invalid choice: 'ddpx'"),
+        ("unknown accelerator", [*smoke_train, "--accelerator", "tpux", *ex()], "invalid choice: 'tpux'"),
+        ("unknown launcher", [*run, "--launcher", "k8s", *ex()], "invalid choice: 'k8s'"),
+        ("warm-up above 1", [*smoke_train, "warmup_fraction=5", *ex()], "warmup_fraction is a fraction"),
         ("lambda nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=nan", *ex()], "dreg_lambda must be a finite"),
         ("lambda .nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=.nan", *ex()], "dreg_lambda must be a finite"),
         ("lr inf", [*smoke_train, "lr=inf", *ex()], "lr must be a finite number"),
@@ -599,9 +606,10 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
         if name.startswith("another config"):  # a finished run, same name, trained with lr 0.05
             cfg = RunConfig.from_dict(preset_settings("smoke")) if "train" in name else sweep_runs()[0]
             other = RunConfig.from_dict({**resolve(cfg, Execution()).to_dict(), "lr": 0.05})
-            claim_run_dir(other, run_dir(other, results))
-            write_atomic(run_dir(other, results) / "status.json", json.dumps({"state": "done"}))
-            write_atomic(run_dir(other, results) / "metrics.csv", "epoch,val/acc\n0,0.5\n1,0.6\n")
+            folder = run_dir(resolve(cfg, Execution()), results)  # names differ by lr: a folder copied by hand
+            claim_run_dir(other, folder)
+            write_atomic(folder / "status.json", json.dumps({"state": "done"}))
+            write_atomic(folder / "metrics.csv", "epoch,val/acc\n0,0.5\n1,0.6\n")
         table.append({"name": name, "argv": [*argv, "--results", str(results)], "expected": expected, "env": env,
                       "results": str(results)})  # fmt: skip
     return table

@@ -1,4 +1,4 @@
-"""Scaling out (SPEC §4-5): DDP on the CPU, W&B offline runs, submitit's local executor, W&B sweep files.
+"""Scaling out (docs/method.md §4-5): DDP on the CPU, W&B offline runs, submitit's local executor, W&B sweep files.
 
 Each test runs the real command line (``python -m experiments``) in a subprocess on a small fake CIFAR, as a
 user, a launcher or a W&B agent would. The smoke preset's global batch at the paper's 2k is 16, its training
@@ -214,7 +214,7 @@ def test_wandb_goes_offline_by_itself_without_a_login(data: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_sweep_names_wandb_runs_by_figure_and_run(data: Path, tmp_path: Path) -> None:
-    """Through a sweep, the W&B run's group is the figure and its name the run folder's (SPEC §5)."""
+    """Through a sweep, the W&B run's group is the figure and its name the run folder's (docs/method.md §5)."""
     results = tmp_path / "results"
     ok(cli(["run", "fig2", "--preset", "smoke", "--only", "bs2048-base", "--wandb", *execution(data, results)],
            tmp_path))  # fmt: skip

@@ -67,5 +67,7 @@ def test_the_prediction_follows_a_real_run(tmp_path: Path):
     assert check.steps.tolist() == [0, 25, 50, 75]
     assert check.measured[0] == pytest.approx(check.predicted[0]) and check.measured[0] > 0
     assert check.growth_measured == pytest.approx(check.growth_predicted, rel=0.02)
-    assert check.growth_predicted == pytest.approx(math.exp(np.polyfit([25, 50, 75], np.log(check.predicted[[25, 50, 75]]), 1)[0]))
+    assert check.growth_predicted == pytest.approx(
+        math.exp(np.polyfit([25, 50, 75], np.log(check.predicted[[25, 50, 75]]), 1)[0])
+    )
     assert check.holds

@@ -1,4 +1,4 @@
-"""What the three networks share: the width rule and He initialization (SPEC §1)."""
+"""What the three networks share: the width rule and He initialization (docs/method.md §1)."""
 
 from __future__ import annotations
 
