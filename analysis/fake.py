@@ -1,4 +1,4 @@
-"""Synthetic run records in the layout the experiments write (docs/method.md §5), for tests and a first look at a figure.
+"""Synthetic run records in the layout the experiments write (docs/method.md §5), for tests and a first look.
 
 The curves are made up (a saturating exponential plus noise; DReg faster); they say nothing about DReg.
 """

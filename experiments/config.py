@@ -267,7 +267,7 @@ def select(runs: list[RunConfig], pattern: str | None) -> list[RunConfig]:
 
 
 def split_batch(cfg: RunConfig, world_size: int) -> tuple[int, int]:
-    """``(micro_batch, accumulate)`` for ``world_size`` devices: global = world x micro x accumulate (docs/method.md §4)."""
+    """``(micro_batch, accumulate)`` for ``world_size`` devices: global = world x micro x accumulate (method §4)."""
     batch = cfg.global_batch
     if batch < 1 or not math.isclose(batch, cfg.batch_size * cfg.batch_scale):
         raise ExperimentError(f"batch {cfg.batch_size} x scale {cfg.batch_scale} is not a whole batch")

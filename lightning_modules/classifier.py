@@ -164,8 +164,8 @@ class Classifier(L.LightningModule):
         terms = self._loss_terms(x, y)
         finite = bool(torch.isfinite(terms["loss"]))
         if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            # docs/method.md §5: a non-finite loss ends the run as `diverged`. Lightning refuses a skipped step (None) under
-            # DDP, so the step gets a zero loss that reaches every parameter: zero gradients, ranks in step.
+            # A non-finite loss ends the run as `diverged` (docs/method.md §5). Lightning refuses a skipped step
+            # (None) under DDP, so the step gets a zero loss that reaches every parameter: zero gradients.
             self.diverged_epoch = self.current_epoch
             self.trainer.should_stop = True
             return sum(p.reshape(-1)[0] for p in self.parameters()) * 0.0

@@ -264,7 +264,7 @@ def write_mechanism(results: Path, reach: dict[tuple, tuple[int, int]], best: di
 
     spec = load_figure_records("mechanism", results, "smoke")
     roles = Roles(spec)
-    for role, seeds in reach.items():
+    for role in reach:
         panel, dreg, lam, changes = role[0], role[1], role[2], dict(role[3:])
         assert roles.find(panel, dreg, lam, **changes) is not None, role
     for cfg in spec.spec.runs:

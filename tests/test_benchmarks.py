@@ -95,7 +95,7 @@ def test_memory_quick(tmp_path: Path) -> None:
 
 
 def test_paper_grid_the_gpu_projection_is_made_of() -> None:
-    """The 81 distinct runs of Figs. 2-8 at paper scale and their FLOPs, from the per-image counts of docs/method.md §6."""
+    """The 81 distinct runs of Figs. 2-8 at paper scale and their FLOPs, from the counts of docs/method.md §6."""
     grid = paper_grid()
     assert len(grid) == len({g["run"] for g in grid}) == 81
     assert sum(g["flops"] for g in grid) == pytest.approx(2.61e18, rel=0.01)
