@@ -77,7 +77,9 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
 
 def write_status(run_dir: Path, **fields: Any) -> None:
+    """Merge ``fields`` into status.json; a field given as None is removed (a retried run's old error)."""
     status = {**read_status(run_dir), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    status = {k: v for k, v in status.items() if v is not None}
     write_atomic(run_dir / "status.json", json.dumps(status, indent=1) + "\n")
 
 

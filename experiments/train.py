@@ -190,7 +190,7 @@ def _fit(
             if model.dreg:  # both paths, for information only: choosing by them would select on the test set
                 final["test_acc_paths"] = {p: float(result[f"test/acc_{p}"]) for p in ("R", "L")}
     if trainer.is_global_zero:
-        write_status(directory, steps=trainer.global_step, **final)
+        write_status(directory, steps=trainer.global_step, error=None, **final)
     # Every rank returns the final status: one that read `running` would exit 1, and Lightning's DDP launcher
     # then kills rank 0.
     trainer.strategy.barrier("status")

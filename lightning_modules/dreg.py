@@ -98,9 +98,9 @@ class DRegNet(nn.Module):
                 net.train(mode)
                 graphs[mode], bn_path = self._split(_SiteTracer(self.site).trace(net))
                 bn_paths.add(bn_path)
-        except ValueError:
-            raise
-        except Exception as err:  # fx raises many types; all mean "not traceable"
+        except Exception as err:  # fx raises many types (TraceError is a ValueError); all mean "not traceable"
+            if isinstance(err, ValueError) and not isinstance(err, fx.proxy.TraceError):
+                raise  # ours: the site is called more than once
             raise ValueError(f"cannot split {type(net).__name__} with torch.fx: {err}") from err
         finally:
             net.train(was_training)

@@ -102,3 +102,61 @@ def test_warmup_ramps_the_learning_rate():
     # 4 steps per epoch, 12 in all, warm-up over 2/3 of them (8 steps): lr = 0.4 * (step + 1) / 8, then 0.4.
     assert lrs[:8] == pytest.approx([0.4 * (s + 1) / 8 for s in range(8)])
     assert lrs[8:] == pytest.approx([0.4] * 4)
+
+
+class Oracle(Classifier):
+    """Its paths answer from the input: x[:, 0, 0, 0] is the label, x[:, 1, 0, 0] says which path is right."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, right_is_L = x[:, 0, 0, 0].long(), x[:, 1, 0, 0].bool()
+        good = torch.nn.functional.one_hot(y, 10).float()
+        bad = torch.nn.functional.one_hot((y + 1) % 10, 10).float()
+        flag = right_is_L[:, None]
+        return torch.where(flag, bad, good), torch.where(flag, good, bad)
+
+
+def oracle_loader(right_is_L: bool, n: int = 40) -> DataLoader:
+    y = torch.arange(n) % 10
+    x = torch.zeros(n, 3, 4, 4)
+    x[:, 0, 0, 0], x[:, 1, 0, 0] = y.float(), float(right_is_L)
+    return DataLoader(TensorDataset(x, y), batch_size=16)
+
+
+def test_the_path_is_chosen_on_validation_and_the_test_measures_that_path_alone():
+    """L is right on validation, R on the test split: the selected path is L and test/acc is L's (0%), not
+    the better path on the test set (100%); both paths' test accuracies are logged apart."""
+    model = Oracle(model="resnet18", num_classes=10, width=0.0625, dreg_site="R1")
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (val,) = trainer.validate(model, oracle_loader(right_is_L=True), verbose=False)
+    assert (val["val/acc_R"], val["val/acc_L"], val["val/acc"]) == (0.0, 1.0, 1.0)
+    assert model.selected_path == "L"
+    (test,) = trainer.test(model, oracle_loader(right_is_L=False), verbose=False)
+    assert (test["test/acc_R"], test["test/acc_L"], test["test/acc"]) == (1.0, 0.0, 0.0)
+    trainer.validate(model, oracle_loader(right_is_L=False), verbose=False)  # the last validation decides
+    assert model.selected_path == "R"
+
+
+def test_scaling_and_warmup_reach_the_optimizer_step_by_step():
+    """lr 0.1, linear scaling at batch 1024 against 256: 0.4, reached over the first half of 12 steps."""
+    torch.manual_seed(0)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, lr=0.1, lr_scaling="linear", batch_size=1024,
+                       warmup_fraction=0.5)  # fmt: skip
+    lrs = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])  # fmt: skip
+    trainer.fit(model, loader(64, batch=16))
+    assert lrs == pytest.approx([0.4 * (s + 1) / 6 for s in range(6)] + [0.4] * 6)
+
+
+def test_learned_weights_have_no_weight_decay():
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, activity_site="R1", activity_alpha=0.1,
+                       activity_learnable=True)  # fmt: skip
+    plain, learned = model.configure_optimizers().param_groups
+    assert learned["params"] == [model.activity_weight.s] and learned["weight_decay"] == 0.0
+    assert plain["weight_decay"] == 5e-4 and all(p is not model.activity_weight.s for p in plain["params"])
+    assert sum(p.numel() for p in plain["params"]) + 1 == sum(p.numel() for p in model.parameters())

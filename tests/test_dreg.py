@@ -107,13 +107,17 @@ def test_prefix_runs_once_site_and_suffix_once_per_path(batch):
 
 
 def test_initial_distance_is_positive_and_small():
+    """W_L = W_R + eps std(W_R) z with z the next N(0, 1) draw: the distance is eps^2 std^2 ||z||^2, exactly."""
     torch.manual_seed(0)
-    net = DRegNet(Tiny(), "conv2", eps=0.01)
+    tiny = Tiny()
+    state = torch.get_rng_state()
+    net = DRegNet(tiny, "conv2", eps=0.01)
+    torch.set_rng_state(state)
     w = net.net.conv2.weight
-    relative = net.distance().item() / w.pow(2).sum().item()
-    assert 0 < relative < 1e-3
-    expected = 0.01**2 * w.std().item() ** 2 * w.numel() / w.pow(2).sum().item()
-    assert relative == pytest.approx(expected, rel=0.5)
+    z = torch.randn_like(w)
+    torch.testing.assert_close(net.branch_L["conv"].weight, w + 0.01 * w.std() * z)
+    assert net.distance().item() == pytest.approx(0.01**2 * w.std().item() ** 2 * z.pow(2).sum().item(), rel=1e-5)
+    assert 0 < net.distance().item() / w.pow(2).sum().item() < 1e-3
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -336,3 +340,101 @@ def test_the_loose_buffer_follows_the_network_to_a_new_dtype():
     assert not torch.allclose(dreg(x)[0], before)
     dreg = dreg.double()
     assert dreg(x.double())[0].dtype == torch.float64
+
+
+# --- the other readings, the diagnostics, and the errors, against hand computations ------------------------
+
+
+def test_cosine_distance_and_diagnostics_by_hand():
+    torch.manual_seed(0)
+    net = DRegNet(Tiny(), "conv2", eps=0.5)
+    a, b = net.net.conv2.weight.detach().flatten(), net.branch_L["conv"].weight.detach().flatten()
+    cos = float(a @ b / (a.norm() * b.norm()))
+    assert net.cosine_distance().item() == pytest.approx(2 - 2 * cos, rel=1e-5)
+    assert net.diagnostics() == pytest.approx(
+        {"distance": float((a - b).pow(2).sum()), "norm_R": float(a.norm()), "norm_L": float(b.norm()), "cosine": cos},
+        rel=1e-5,
+    )
+
+
+@pytest.mark.parametrize("form", ["cosine", "norm"])
+def test_the_loss_of_each_reading(batch, form):
+    x, y = batch
+    model = make(lam=0.3, dreg_form=form)
+    terms = model._loss_terms(x, y)
+    penalty = model.net.cosine_distance() if form == "cosine" else model.net.distance().sqrt()
+    torch.testing.assert_close(terms["dreg"], penalty)
+    torch.testing.assert_close(terms["loss"], terms["ce_R"] + terms["ce_L"] - 0.3 * penalty)
+
+
+class BiasNoBN(Tiny):
+    """conv2 with a bias and no BatchNorm after it: a ReLU follows the site."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.fc(F.relu(self.conv2(x)).mean((2, 3)))
+
+
+def test_a_conv_bias_and_a_site_without_batchnorm(batch):
+    x, _ = batch
+    torch.manual_seed(0)
+    net = DRegNet(BiasNoBN(), "conv2", eps=0.5, include_bias=True).eval()
+    assert net.bn_path is None and "bn" not in net.branch_L
+    w_R, w_L = net.branch_params("R"), net.branch_params("L")
+    assert [p.shape for p in w_R] == [(4, 4, 3, 3), (4,)]
+    by_hand = sum((p - q).pow(2).sum().item() for p, q in zip(w_R, w_L, strict=True))
+    assert net.distance().item() == pytest.approx(by_hand)
+    torch.testing.assert_close(net.export("L").eval()(x), net(x)[1])
+    assert len(DRegNet(BiasNoBN(), "conv2").branch_params("R")) == 1  # the bias only when asked
+
+
+class Twice(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.fc(self.conv2(self.conv2(x)).mean((2, 3)))
+
+
+class Untraceable(Tiny):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # control flow on a tensor's value: torch.fx cannot trace it
+            x = -x
+        return super().forward(x)
+
+
+def test_errors_for_networks_that_cannot_be_split():
+    with pytest.raises(ValueError, match=r"is called 2 times; it must be called once"):
+        DRegNet(Twice(), "conv2")
+    with pytest.raises(ValueError, match=r"cannot split Untraceable with torch\.fx"):
+        DRegNet(Untraceable(), "conv2")
+    with pytest.raises(ValueError, match="unknown DReg path 'X'"):
+        DRegNet(Tiny(), "conv2").export("X")
+
+
+def test_export_of_a_torchvision_network_computes_its_path():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    dreg = DRegNet(torchvision.models.resnet18(num_classes=7), "layer4.1.conv2", eps=0.5).eval()
+    x = torch.randn(2, 3, 32, 32)
+    logits = dict(zip("RL", dreg(x), strict=True))
+    for path in "RL":
+        exported = dreg.export(path).eval()
+        assert type(exported) is torchvision.models.ResNet
+        torch.testing.assert_close(exported(x), logits[path])
+    assert not torch.allclose(logits["R"], logits["L"])
+
+
+def test_activity_penalty_downstream_of_the_site_averages_the_paths(batch):
+    """An activity site after the DReg site runs once per path: the penalty is the mean of the two."""
+    x, y = batch
+    torch.manual_seed(0)
+    model = Classifier(net=Tiny(), num_classes=3, dreg_site="R1", dreg_eps=0.5, activity_site="fc",
+                       activity_alpha=0.5, activity_norm="l2")  # fmt: skip
+    terms = model._loss_terms(x, y)
+    logits_R, logits_L = model.net(x)
+    model.activity.value()  # forget the second forward's values
+    by_hand = 0.5 * (logits_R.pow(2).sum(1).mean() + logits_L.pow(2).sum(1).mean()) / 2
+    torch.testing.assert_close(terms["activity"], by_hand)

@@ -1,12 +1,16 @@
 """The experiment layer: the grid as data, records, skip / resume, isolation of runs."""
 
+import dataclasses
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from datamodules import write_fake_cifar
@@ -166,3 +170,145 @@ def test_a_folder_holding_another_config_is_refused_and_left_alone(data, tmp_pat
 def _write(path: Path, values: dict) -> Path:
     path.write_text(yaml.safe_dump(values))
     return path
+
+
+# --- a run's names and records --------------------------------------------------------------------------------
+
+
+def _another(value):
+    """A different valid value of a setting's kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 2 + 0.5
+    return {"resnet18": "vgg16", "cifar10": "cifar100", "frobenius": "norm", "sum": "mean", "l2": "l1",
+            "none": "sqrt", "32-true": "bf16-mixed", "R1": "R2", "R2": "R3", None: 5000}[value]  # fmt: skip
+
+
+def test_every_setting_that_differs_gives_another_name():
+    """Over every field of the run config (the preset excepted: it is the folder above the name)."""
+    base = RunConfig(dreg_site="R1", activity_site="R2", activity_alpha=0.1, micro_batch=512)
+    names = {base.name}
+    for field in dataclasses.fields(RunConfig):
+        if field.name == "preset":
+            continue
+        changed = dataclasses.replace(base, **{field.name: _another(getattr(base, field.name))})
+        assert changed.name not in names, field.name
+        names.add(changed.name)
+        assert re.fullmatch(r"[A-Za-z0-9._-]+", changed.name), changed.name  # a folder and a W&B run name
+    assert (
+        dataclasses.replace(base, dreg_site=None, dreg_lambda=0.01).name
+        == dataclasses.replace(base, dreg_site=None).name
+    )  # a baseline is one run, whatever lambda its figure names
+
+
+def test_mechanism_has_18_distinct_runs_and_shares_four_with_fig2(tmp_path):
+    mechanism = load_figure("mechanism", "mini")
+    assert [len(runs) for runs in mechanism.panels.values()] == [13, 5]
+    assert len({r.name for r in mechanism.runs}) == 18
+    out = cli("run", "mechanism", "--preset", "mini", "--dry-run", "--results", str(tmp_path)).stdout
+    shared = [line.split()[1] for line in out.splitlines() if line.endswith("shared with fig2")]
+    assert sorted(shared) == sorted(
+        f"vgg16-cifar10-bs{b}-{k}-m0.9-s0" for b in (2048, 30720) for k in ("base", "dreg0.1-R1")
+    )
+    assert "18 runs: 18 to run" in out and not (tmp_path / "mini").exists()
+
+
+def test_a_runs_records_hold_what_the_method_says(data, tmp_path):
+    """best_val_acc and best_epoch are metrics.csv's maximum and its first epoch; test_acc is the selected
+    path's; the distance before any step is recorded; config.yaml holds versions, commit and device."""
+    cfg = smoke(epochs=2)
+    train(cfg, Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False))
+    folder = run_dir(cfg, tmp_path)
+    status, metrics = read_status(folder), pd.read_csv(folder / "metrics.csv")
+    assert status["best_val_acc"] == pytest.approx(metrics["val/acc"].max())
+    assert status["best_epoch"] == int(metrics["epoch"][metrics["val/acc"].idxmax()])
+    assert status["test_acc"] == status["test_acc_paths"][status["selected_path"]]
+    last = metrics.iloc[-1]
+    assert status["selected_path"] == ("R" if last["val/acc_R"] >= last["val/acc_L"] else "L")
+    assert 0 < status["dreg_initial"]["distance"] < metrics["dreg/distance"].iloc[0]
+    record = yaml.safe_load((folder / "config.yaml").read_text())
+    assert record["versions"]["torch"] == torch.__version__.split("+")[0] and record["versions"]["lightning"]
+    assert re.fullmatch(r"[0-9a-f]{40}", record["git_commit"]) and "threads" in record["device"]
+
+
+CRASH = """
+import os
+from lightning_modules import Classifier
+
+_step = Classifier.training_step
+
+
+def _crash(self, batch, batch_idx):
+    if os.path.exists(os.environ["DREG_CRASH_FILE"]) and self.dreg:
+        raise RuntimeError("simulated crash in training")
+    return _step(self, batch, batch_idx)
+
+
+Classifier.training_step = _crash
+"""
+
+
+@pytest.mark.slow
+def test_a_crash_is_failed_the_sweep_goes_on_and_retry_failed_clears_it(data, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(CRASH)
+    (tmp_path / "crash").touch()
+    env = {**ENV, "PYTHONPATH": f"{probe}{os.pathsep}{ROOT}", "DREG_CRASH_FILE": str(tmp_path / "crash")}
+    args = ["-m", "experiments", "run", "fig2", "--preset", "smoke", "--only", "bs2048-", "--data-dir", str(data),
+            "--no-verify", "--results", str(tmp_path), "--accelerator", "cpu", "--no-progress"]  # fmt: skip
+
+    def sweep(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args, *extra], cwd=ROOT, env=env, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=600)  # fmt: skip
+
+    first = sweep()
+    assert first.returncode == 1 and "1 done, 1 failed" in first.stdout
+    dreg, base = (tmp_path / "smoke" / f"vgg16-cifar10-bs2048-{k}-m0.9-s0" for k in ("dreg0.1-R1", "base"))
+    assert read_status(dreg) == {**read_status(dreg), "state": "failed"}
+    assert "simulated crash in training" in read_status(dreg)["error"]
+    assert read_status(base)["state"] == "done"
+    assert "2 runs: 0 to run" in sweep().stdout  # failed runs wait for --retry-failed
+    (tmp_path / "crash").unlink()
+    retried = sweep("--retry-failed")
+    assert retried.returncode == 0 and "2 runs: 1 to run" in retried.stdout
+    assert read_status(dreg)["state"] == "done" and "error" not in read_status(dreg)
+    status = cli("status", "fig2", "--preset", "smoke", "--results", str(tmp_path)).stdout
+    rows = {line.split()[0]: line.split()[1] for line in status.splitlines() if line.startswith("vgg16")}
+    assert rows[dreg.name] == rows[base.name] == "done" and list(rows.values()).count("pending") == 12
+    assert "2 done, 12 pending" in status
+    dry = cli("run", "fig2", "--preset", "smoke", "--dry-run", "--results", str(tmp_path)).stdout
+    assert "14 runs: 12 to run, 2 finished or failed (skipped)" in dry
+    assert f"  skip  {dreg.name}  [done]" in dry and "  run   vgg16-cifar10-bs4096-base-m0.9-s0  [pending]" in dry
+
+
+TIMES = """
+import atexit, json, os, sys, time
+if "train" in sys.argv:
+    start = time.time()
+    atexit.register(lambda: open(os.environ["DREG_TIMES"], "a").write(json.dumps([start, time.time()]) + "\\n"))
+"""
+
+
+@pytest.mark.slow
+def test_parallel_two_runs_two_at_once_with_their_own_logs(data, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(TIMES)
+    env = {**ENV, "PYTHONPATH": f"{probe}{os.pathsep}{ROOT}", "DREG_TIMES": str(tmp_path / "times.jsonl")}
+    command = [sys.executable, "-m", "experiments", "run", "fig2", "--preset", "smoke", "--only", "bs2048-",
+               "--parallel", "2", "--data-dir", str(data), "--no-verify", "--results", str(tmp_path),
+               "--accelerator", "cpu", "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    logs = sorted((tmp_path / "smoke" / "logs").iterdir())
+    assert [p.name for p in logs] == [
+        "vgg16-cifar10-bs2048-base-m0.9-s0.log",
+        "vgg16-cifar10-bs2048-dreg0.1-R1-m0.9-s0.log",
+    ]
+    assert all("done: best val/acc" in p.read_text() for p in logs)
+    (a_start, a_end), (b_start, b_end) = [json.loads(x) for x in (tmp_path / "times.jsonl").read_text().splitlines()]
+    assert max(a_start, b_start) < min(a_end, b_end)  # the two trained at the same time
