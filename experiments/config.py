@@ -89,12 +89,12 @@ class RunConfig:
             parts.append("base")
         else:  # the DReg variant next to its site: dreg0.1-R1-cosine
             parts += [f"dreg{self.dreg_lambda:g}", self.dreg_site]
-            parts += [_name_part(k, differs.pop(k)) for k in _NEEDS_SITE["dreg_site"] if k in differs]
+            parts += [name_part(k, differs.pop(k)) for k in _NEEDS_SITE["dreg_site"] if k in differs]
         if self.activity_site is not None:
             parts.append(f"act{self.activity_alpha:g}{self.activity_norm}-{self.activity_site}")
             parts += ["learned"] if differs.pop("activity_learnable", False) else []
         parts.append(f"m{self.momentum:g}" + ("n" if self.nesterov else ""))
-        parts += [_name_part(k, v) for k, v in differs.items()]
+        parts += [name_part(k, v) for k, v in differs.items()]
         parts.append(f"s{self.seed}")  # last: a figure's line is the name without it (its seeds are averaged)
         return "-".join(parts)
 
@@ -158,7 +158,7 @@ _AS_VALUE = {"dreg_form", "path_loss", "lr_scaling"}  # the value alone says wha
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
-def _name_part(key: str, value: Any) -> str:
+def name_part(key: str, value: Any) -> str:
     """One setting as a short, folder- and W&B-safe name part: ``lr0.2``, ``sqrt``, ``nochannels_last``."""
     if isinstance(value, bool):
         return key if value else f"no{key}"

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules import DATAMODULES
-from experiments.config import ExperimentError, RunConfig, split_batch, validate
+from experiments.config import ExperimentError, RunConfig, name_part, split_batch, validate
 from experiments.records import (
     AtomicCheckpointIO,
     RunRecords,
@@ -70,13 +70,20 @@ def wandb_mode() -> str:
     return mode
 
 
+def wandb_tags(cfg: RunConfig) -> list[str]:
+    """Model, data set, batch, momentum, preset; lambda and site for DReg ("baseline" otherwise); the optimizer
+    settings that differ from the preset's (e.g. ``lr0.2``)."""
+    tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
+    tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site, cfg.dreg_form] if cfg.dreg_site else ["baseline"]
+    return tags + [name_part(k, v) for k, v in cfg.differences().items() if k in ("lr", "weight_decay", "lr_scaling")]
+
+
 def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.loggers.Logger:
     """W&B, offline unless the user is logged in; it never waits for a login prompt."""
     from lightning.pytorch.loggers import WandbLogger
 
     os.environ["WANDB_MODE"] = wandb_mode()
-    tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
-    tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site] if cfg.dreg_site else ["baseline"]
+    tags = wandb_tags(cfg)
     # A W&B sweep agent names the run it scheduled in WANDB_RUN_ID, which an explicit id would override;
     # otherwise the id follows the run, so a resumed run continues the same W&B run.
     run_id = os.environ.get("WANDB_RUN_ID") or hashlib.sha1(f"{cfg.preset}/{cfg.name}".encode()).hexdigest()[:12]

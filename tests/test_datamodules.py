@@ -245,6 +245,16 @@ def test_reference_pipeline_matches_the_device_pipeline(c10: Path) -> None:
     dm.setup()
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (100, 3, 32, 32) and x.dtype == torch.float32
+    # The same index is the same image, pixel for pixel, in both pipelines (ToTensor + Normalize vs on-device).
+    reference = CIFAR10DataModule(**args, augment=False, pipeline="reference")
+    reference.setup()
+    device = CIFAR10DataModule(**args, augment=False)
+    device.setup()
+    dataset, loader = reference.train_dataloader().dataset, device.train_dataloader()
+    for i in (0, 7, 399):
+        image, label = dataset[i]
+        torch.testing.assert_close(loader.normalize(loader.images[i : i + 1])[0], image, atol=1e-5, rtol=0)
+        assert label == int(loader.labels[i])
 
 
 # ---- Lightning ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 from datamodules import write_fake_cifar
 from experiments.__main__ import _parse_value
 from experiments.__main__ import main as cli_main
+from experiments.config import load_figure
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300  # a hung DDP rank or a login prompt fails the test instead of stalling CI
@@ -248,6 +249,19 @@ def test_submitit_local_executor_runs_a_sweep_once(data: Path, tmp_path: Path) -
     assert "2 runs: 0 to run" in again.stdout
     assert sorted((results / ".submitit").iterdir()) == jobs
     assert {name: (run / "status.json").read_text() for name, run in runs.items()} == statuses
+
+
+def test_wandb_tags_say_lambda_site_and_what_differs() -> None:
+    from experiments.train import wandb_tags
+
+    (dreg,) = [
+        r for r in load_figure("fig7", "smoke").runs if r.dreg_site and r.dreg_lambda == 0.01 and "resnet" in r.model
+    ]
+    assert {"resnet18", "cifar100", "bs30720", "m0.9", "smoke", "lambda0.01", "R1", "frobenius"} <= set(
+        wandb_tags(dreg)
+    )
+    doubled = next(r for r in load_figure("mechanism", "smoke").runs if r.lr == 0.2)
+    assert {"baseline", "lr0.2", "wd0.00025"} <= set(wandb_tags(doubled))
 
 
 def test_agent_values_parse() -> None:
