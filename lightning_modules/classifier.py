@@ -126,6 +126,7 @@ class Classifier(L.LightningModule):
         self.test_acc = copy.deepcopy(self.val_acc)
         self.selected_path = "R"
         self.diverged_epoch: int | None = None
+        self._finite: torch.Tensor | None = None  # all micro-batch losses of this optimizer step finite
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.net(x)
@@ -162,18 +163,25 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         terms = self._loss_terms(x, y)
-        finite = bool(torch.isfinite(terms["loss"]))
-        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            # A non-finite loss ends the run as `diverged` (docs/method.md §5). Lightning refuses a skipped step
-            # (None) under DDP, so the step gets a zero loss that reaches every parameter: zero gradients.
-            self.diverged_epoch = self.current_epoch
-            self.trainer.should_stop = True
-            return sum(p.reshape(-1)[0] for p in self.parameters()) * 0.0
+        finite = terms["loss"].isfinite()  # on the device: no host sync per micro-batch
+        self._finite = finite if self._finite is None else self._finite & finite
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True, sync_dist=True
         )
         self.log("loss", terms["loss"].detach(), prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return terms["loss"]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Once per optimizer step (not per micro-batch): did any micro-batch's loss turn non-finite, on any rank?
+
+        Then the run ends as `diverged` (docs/method.md §5): this step's gradients are zeroed and the Trainer
+        stops; the epoch's metrics row is not written.
+        """
+        finite, self._finite = bool(self._finite), None
+        if not self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            self.diverged_epoch = self.current_epoch
+            self.trainer.should_stop = True
+            optimizer.zero_grad(set_to_none=False)
 
     def on_train_start(self) -> None:
         if self.dreg:  # the initial distance (docs/method.md §1: > 0 and logged), before any step

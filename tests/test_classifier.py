@@ -160,3 +160,33 @@ def test_learned_weights_have_no_weight_decay():
     assert learned["params"] == [model.activity_weight.s] and learned["weight_decay"] == 0.0
     assert plain["weight_decay"] == 5e-4 and all(p is not model.activity_weight.s for p in plain["params"])
     assert sum(p.numel() for p in plain["params"]) + 1 == sum(p.numel() for p in model.parameters())
+
+
+def test_divergence_is_checked_once_per_optimizer_step():
+    """4 micro-batches per step (accumulation): one host decision per optimizer step, and a non-finite loss
+    in any micro-batch ends the run as diverged."""
+    torch.manual_seed(0)
+    model = Classifier(model="resnet18", num_classes=10, width=0.125, dreg_site="R1")
+    calls = []
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=4)  # fmt: skip
+    decide = trainer.strategy.reduce_boolean_decision
+    trainer.strategy.reduce_boolean_decision = lambda value, all=True: calls.append(value) or decide(value, all)
+    trainer.fit(model, loader(128, batch=8))  # 16 micro-batches, 4 optimizer steps
+    assert calls == [True] * 4 and model.diverged_epoch is None
+
+    original = model._loss_terms
+
+    def third_is_nan(x, y):
+        terms = original(x, y)
+        if len(calls) == 5 and not hasattr(third_is_nan, "done"):  # inside the second step
+            third_is_nan.done = True
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    model._loss_terms = third_is_nan
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=4)  # fmt: skip
+    trainer.strategy.reduce_boolean_decision = lambda value, all=True: calls.append(value) or decide(value, all)
+    trainer.fit(model, loader(128, batch=8))
+    assert calls[4:] == [True, False] and model.diverged_epoch == 0 and trainer.global_step == 2  # of 8
