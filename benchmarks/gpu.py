@@ -34,10 +34,13 @@ def images_per_s(model: str, site: str | None, opts: argparse.Namespace) -> dict
     """Training steps at GLOBAL_BATCH with the largest micro-batch (a power-of-two divisor) that fits."""
     for micro in (GLOBAL_BATCH // 2**k for k in range(7)):
         torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
         try:
-            return {"micro_batch": micro, "images_per_s": GLOBAL_BATCH / _step_seconds(model, site, micro, opts)}
+            seconds = _step_seconds(model, site, micro, opts)
         except torch.cuda.OutOfMemoryError:
             continue
+        return {"micro_batch": micro, "images_per_s": GLOBAL_BATCH / seconds,
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30}  # fmt: skip
     raise RuntimeError(f"{model} does not fit at micro-batch {GLOBAL_BATCH // 64}")
 
 
@@ -90,12 +93,17 @@ def run(opts: argparse.Namespace) -> dict:
             per_image = flops.step_flops(model, site, 1.0, 100)
             rate = measured["images_per_s"] * per_image
             rows.append({"model": model, "site": site or "-", **measured, "tflops": rate / 1e12, "mfu": rate / peak})
+    for plain, dreg in zip(rows[::2], rows[1::2], strict=True):  # DReg's time over the plain step's, per FLOP ratio
+        ratio = flops.step_flops(dreg["model"], "R1", 1.0, 100) / flops.step_flops(dreg["model"], None, 1.0, 100)
+        dreg["overhead_vs_flops"] = plain["images_per_s"] / dreg["images_per_s"] / ratio
     achieved = {(r["model"], r["site"] != "-"): r["tflops"] * 1e12 for r in rows}
     grid = paper_grid()
     hours = sum(g["flops"] / achieved[(g["model"], g["dreg"])] for g in grid) / 3600
     total = sum(g["flops"] for g in grid)
     print(f"bf16 matmul: {peak / 1e12:.0f} TFLOP/s; bf16 autocast {opts.bf16}, channels_last {opts.channels_last}")
-    print(table(rows, ["model", "site", "micro_batch", "images_per_s", "tflops", "mfu"]))
+    print(
+        table(rows, ["model", "site", "micro_batch", "images_per_s", "tflops", "mfu", "peak_gib", "overhead_vs_flops"])
+    )
     print(f"paper grid: {len(grid)} runs, {total:.3g} FLOPs: {hours:.1f} GPU-hours at the measured rates "
           f"({total / (0.4 * peak) / 3600:.1f} at 40% of the matmul rate)")  # fmt: skip
     result = {

@@ -10,9 +10,9 @@ __all__ = ["DATAMODULES", "CIFAR10DataModule", "CIFAR100DataModule", "DataError"
 
 
 def __getattr__(name: str) -> Any:
-    """``write_fake_cifar`` on first use, so ``python -m datamodules.fake`` does not import fake.py twice."""
+    """``write_fake_cifar`` on first use, so ``python -m datamodules.fake_cifar`` does not import fake_cifar.py twice."""
     if name == "write_fake_cifar":
-        from .fake import write_fake_cifar
+        from .fake_cifar import write_fake_cifar
 
         return write_fake_cifar
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

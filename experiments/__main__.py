@@ -73,6 +73,17 @@ def _parse_value(text: str) -> Any:
     return float(text) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", text) else yaml.safe_load(text)
 
 
+def _key_values(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE run settings (``dreg_lambda=0.01``; ``--lr=0.1`` and ``warmup-fraction=0.05`` too)."""
+    values = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ExperimentError(f"expected KEY=VALUE, got {item!r} (e.g. dreg_lambda=0.01)")
+        values[key.lstrip("-").replace("-", "_")] = _parse_value(text)
+    return values
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     names = [args.figure] if args.figure else FIGURE_NAMES
     paper_runs: list[str] = []
@@ -115,7 +126,8 @@ def _data_preflight(runs: list[RunConfig], ex: Execution) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from experiments.sweep import run_sweep
 
-    figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
+    overrides = {**_key_values(args.settings), **_overrides(args)}
+    figure = load_figure(args.figure, args.preset, args.seeds, overrides)
     runs = select(figure.runs, args.only)
     ex = _execution(args, group=args.figure)
     for cfg in runs:  # every bad setting, before the data is read
@@ -123,7 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.dry_run:
         _data_preflight(runs, ex)
     slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}
-    shared = _shared_runs(args.figure, args.preset, args.seeds, _overrides(args)) if args.dry_run else None
+    shared = _shared_runs(args.figure, args.preset, args.seeds, overrides) if args.dry_run else None
     outcomes = run_sweep(
         runs, ex, retry_failed=args.retry_failed, parallel=args.parallel, launcher=args.launcher, slurm=slurm,
         dry_run=args.dry_run, shared=shared,
@@ -190,11 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "(e.g. `dreg_lambda: 0.01`)"
             )
         values.update(loaded)
-    for item in args.settings:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ExperimentError(f"expected KEY=VALUE, got {item!r} (e.g. dreg_lambda=0.01)")
-        values[key.lstrip("-").replace("-", "_")] = _parse_value(text)
+    values.update(_key_values(args.settings))
     values.update(_overrides(args))
     status = train(RunConfig.from_dict(values), _execution(args))
     if status:
@@ -241,8 +249,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="paper")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("run", help="run (or resume) the sweep of a figure")
+    p = sub.add_parser("run", help="run (or resume) the sweep of a figure; KEY=VALUE settings apply to every run")
     p.add_argument("figure", choices=FIGURE_NAMES)
+    p.add_argument("settings", nargs="*", help="KEY=VALUE run settings for every run, e.g. lr=0.05 epochs=5")
     _run_settings(p)
     p.add_argument("--only", help="only runs whose name matches this pattern, e.g. 'bs2048*'")
     p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
@@ -279,7 +288,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    top = parser()
+    args, extra = top.parse_known_args(argv)
+    # argparse fills a positional list once: KEY=VALUE settings given after options (`run fig2 --preset mini
+    # lr=0.05`) come back unparsed, and join the command's settings here.
+    settings = [item for item in extra if "=" in item and not item.startswith("-")]
+    if len(settings) < len(extra) or (settings and not hasattr(args, "settings")):
+        top.error(f"unrecognized arguments: {' '.join(extra)}")
+    if settings:
+        args.settings = [*args.settings, *settings]
     from datamodules import DataError
 
     try:

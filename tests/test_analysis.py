@@ -10,7 +10,7 @@ from matplotlib.collections import PolyCollection
 
 from analysis import claims as cl
 from analysis.__main__ import main
-from analysis.fake import write_fake_records, write_run
+from analysis.fake_records import write_fake_records, write_run
 from analysis.figures import render
 from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
 from analysis.report import build_report

@@ -20,7 +20,7 @@ from torch import nn
 
 from datamodules import DATAMODULES, CIFAR10DataModule, CIFAR100DataModule, DataError, write_fake_cifar
 from datamodules.device_loader import DeviceLoader, ShardedEpochSampler, random_crop_flip
-from datamodules.fake import main as fake_main
+from datamodules.fake_cifar import main as fake_main
 
 SHARED_BUILD = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "build.py"
 
@@ -429,3 +429,19 @@ def test_real_cifar10_copy(real_cifar10: Path) -> None:
     assert dm.val_dataloader() == [] and len(_epoch(dm.test_dataloader())[1]) == 1000
     np.testing.assert_allclose(dm.mean, (0.4914, 0.4822, 0.4465), atol=1e-4)
     np.testing.assert_allclose(dm.std, (0.2470, 0.2435, 0.2616), atol=1e-4)
+
+
+def test_a_packed_copy_gives_a_run_the_same_images(c10: Path, tmp_path: Path) -> None:
+    """What a lent GPU machine gets (datamodules/carry.py): the same subset and hold-out, pixel for pixel."""
+    from datamodules.carry import pack, unpack
+
+    packed = pack(c10, tmp_path / "mini.npz", [0], preset="smoke")
+    unpack(packed, tmp_path / "copy")
+    args = dict(batch_size=16, val_size=100, train_subset=400, verify=False, augment=False)
+    full, copy = (CIFAR10DataModule(data_dir=d, **args) for d in (c10, tmp_path / "copy"))
+    for dm in (full, copy):
+        dm.setup()
+    for a, b in zip((full._train, full._val, full._test), (copy._train, copy._val, copy._test), strict=True):
+        torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
+        torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
+    assert full.mean == copy.mean and full.std == copy.std

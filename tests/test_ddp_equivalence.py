@@ -15,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train(data: Path, out: Path, devices: int, batchnorm: str) -> dict[str, torch.Tensor]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, str(ROOT / "tests" / "ddp_equivalence.py"), str(data), str(out), str(devices), batchnorm]
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "helpers" / "ddp_equivalence.py"),
+        str(data),
+        str(out),
+        str(devices),
+        batchnorm,
+    ]
     subprocess.run(command, cwd=ROOT, env=env, check=True, timeout=300, capture_output=True)
     return torch.load(out)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from analysis.fake import write_fake_records
+from analysis.fake_records import write_fake_records
 from analysis.notebooks import build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ def results(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("records")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 600}
-    data = subprocess.run([sys.executable, "-m", "datamodules.fake", str(root / "data"), "--dataset", "cifar10",
+    data = subprocess.run([sys.executable, "-m", "datamodules.fake_cifar", str(root / "data"), "--dataset", "cifar10",
                            "--n-train", "600"], **run)  # fmt: skip
     assert data.returncode == 0, data.stderr[-2000:]
     sweep = subprocess.run([

@@ -7,7 +7,7 @@ plane, then G, then B, each row-major), the labels (``labels``, or ``fine_labels
 torchvision decodes to ``str`` with ``encoding="latin1"``; these are written with ``str`` keys, which load
 the same way. Labels are balanced over the classes (counts differ by at most one).
 
-CLI: ``python -m datamodules.fake OUT --dataset cifar10 --n-train 500``.
+CLI: ``python -m datamodules.fake_cifar OUT --dataset cifar10 --n-train 500``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,27 @@ def _batch(name: str, labels: np.ndarray, data: np.ndarray, ids: np.ndarray, cif
     return entry
 
 
+def write_cifar10(
+    root: str | Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray | None, test_y: np.ndarray | None
+) -> Path:
+    """CIFAR-10's official layout under ``root`` from uint8 images (N, 3072) and their labels."""
+    folder = Path(root) / _LAYOUT["cifar10"][0]
+    folder.mkdir(parents=True, exist_ok=True)
+    n_train = len(train_y)
+    for b, part in enumerate(np.array_split(np.arange(n_train), 5)):
+        _dump(
+            folder / f"data_batch_{b + 1}",
+            _batch(f"training batch {b + 1} of 5", train_y[part], train_x[part], part, False),
+        )
+    if test_x is not None:
+        _dump(folder / "test_batch", _batch("testing batch 1 of 1", test_y, test_x, np.arange(len(test_y)), False))
+    _dump(
+        folder / "batches.meta",
+        {"num_cases_per_batch": -(-n_train // 5), "label_names": CIFAR10_CLASSES, "num_vis": 3072},
+    )
+    return Path(root)
+
+
 def write_fake_cifar(
     root: str | Path,
     dataset: Literal["cifar10", "cifar100"] = "cifar10",
@@ -84,15 +105,7 @@ def write_fake_cifar(
     (train_y, train_x), (test_y, test_x) = splits["train"], splits["test"]
 
     if dataset == "cifar10":
-        for b, part in enumerate(np.array_split(np.arange(n_train), 5)):
-            entry = _batch(f"training batch {b + 1} of 5", train_y[part], train_x[part], part, False)
-            _dump(folder / f"data_batch_{b + 1}", entry)
-        if n_test:
-            _dump(folder / "test_batch", _batch("testing batch 1 of 1", test_y, test_x, np.arange(n_test), False))
-        _dump(
-            folder / "batches.meta",
-            {"num_cases_per_batch": -(-n_train // 5), "label_names": CIFAR10_CLASSES, "num_vis": 3072},
-        )
+        write_cifar10(root, train_x, train_y, test_x if n_test else None, test_y if n_test else None)
     else:
         _dump(folder / "train", _batch("training batch 1 of 1", train_y, train_x, np.arange(n_train), True))
         if n_test:

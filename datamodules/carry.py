@@ -1,0 +1,71 @@
+"""CIFAR-10 for a `mini` run on a machine that cannot hold or fetch the whole set (a lent GPU machine).
+
+A `mini` run reads only its stratified subset and hold-out, but which images those are depends on every
+label. ``pack`` keeps all 50,000 labels, the images the given seeds use and the test split (~30 MB for one
+seed, compressed); ``unpack`` writes the official layout back, the unused training images black. A mini
+run on the unpacked copy sees exactly the images it sees on the full set (the normalization statistics come
+from the images used).
+
+    python -m datamodules.carry pack ~/.cache/dreg/data .carry/mini-cifar10.npz --seeds 0
+    python -m datamodules.carry unpack .carry/mini-cifar10.npz /tmp/cifar10   # then --data-dir /tmp/cifar10 --no-verify
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from datamodules.cifar import CIFAR10DataModule, stratified_split
+from datamodules.fake_cifar import write_cifar10
+from experiments.config import preset_settings
+
+
+def pack(data_dir: Path, out: Path, seeds: list[int], preset: str = "mini") -> Path:
+    """Write ``out`` (.npz): every label, the images the preset's split uses for ``seeds``, and the test split."""
+    settings = preset_settings(preset)
+    dm = CIFAR10DataModule(data_dir=data_dir, verify=False, batch_size=1)
+    train_files = [f for f, _ in dm._torchvision.train_list]
+    images, labels = dm._read(train_files, train=True)
+    test = dm._read([dm._test_file()], train=False) if (dm.folder / dm._test_file()).is_file() else None
+    used = set()
+    for seed in seeds:
+        train_idx, val_idx = stratified_split(labels, 10, settings["val_size"], settings["train_subset"], seed)
+        used.update(train_idx.tolist() + val_idx.tolist())
+    keep = np.array(sorted(used))
+    arrays = {"labels": labels.numpy(), "keep": keep, "images": images[keep].numpy()}
+    if test is not None:
+        arrays |= {"test_images": test[0].numpy(), "test_labels": test[1].numpy()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    return out
+
+
+def unpack(packed: Path, root: Path) -> Path:
+    """The official CIFAR-10 layout under ``root`` from a ``pack`` file."""
+    z = np.load(packed)
+    train = np.zeros((len(z["labels"]), 3072), np.uint8)
+    train[z["keep"]] = z["images"].reshape(len(z["keep"]), 3072)
+    has_test = "test_images" in z
+    test_x = z["test_images"].reshape(-1, 3072) if has_test else None
+    return write_cifar10(root, train, z["labels"], test_x, z["test_labels"] if has_test else None)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m datamodules.carry", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="labels + the images the mini split uses")
+    p.add_argument("data_dir", type=Path, help="folder holding cifar-10-batches-py")
+    p.add_argument("out", type=Path)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    u = sub.add_parser("unpack", help="the official layout back, unused images black")
+    u.add_argument("packed", type=Path)
+    u.add_argument("root", type=Path)
+    args = parser.parse_args(argv)
+    written = pack(args.data_dir, args.out, args.seeds) if args.command == "pack" else unpack(args.packed, args.root)
+    print(f"wrote {written}")
+
+
+if __name__ == "__main__":
+    main()
