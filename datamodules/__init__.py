@@ -10,7 +10,7 @@ __all__ = ["DATAMODULES", "CIFAR10DataModule", "CIFAR100DataModule", "DataError"
 
 
 def __getattr__(name: str) -> Any:
-    """``write_fake_cifar`` on first use, so ``python -m datamodules.fake_cifar`` does not import fake_cifar.py twice."""
+    """``write_fake_cifar`` on first use, so ``python -m datamodules.fake_cifar`` does not import it twice."""
     if name == "write_fake_cifar":
         from .fake_cifar import write_fake_cifar
 
