@@ -287,16 +287,24 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with KEY=VALUE settings wherever they stand.
+
+    argparse fills a positional list once, so settings given after options (`run fig2 --preset mini lr=0.05`)
+    come back unparsed; they join the command's settings here.
+    """
     top = parser()
     args, extra = top.parse_known_args(argv)
-    # argparse fills a positional list once: KEY=VALUE settings given after options (`run fig2 --preset mini
-    # lr=0.05`) come back unparsed, and join the command's settings here.
     settings = [item for item in extra if "=" in item and not item.startswith("-")]
     if len(settings) < len(extra) or (settings and not hasattr(args, "settings")):
         top.error(f"unrecognized arguments: {' '.join(extra)}")
     if settings:
         args.settings = [*args.settings, *settings]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
     from datamodules import DataError
 
     try:
