@@ -34,6 +34,30 @@ class DataError(RuntimeError):
     """Bad data or data settings; the message is one line saying what is wrong and what to do."""
 
 
+def split_batch(batch: int, world_size: int, micro_batch: int | None = None) -> tuple[int, int]:
+    """``(micro_batch, accumulate)``: the global batch is world_size x micro_batch x accumulate (docs/method.md §4).
+
+    The one place the split is computed; ``micro_batch`` None is one micro-batch per device. A split that does
+    not divide is a DataError naming what to change.
+    """
+    if batch % world_size:
+        raise DataError(f"batch_size={batch} does not split over {world_size} devices: use a multiple of {world_size}")
+    per_device = batch // world_size
+    micro = micro_batch or per_device
+    if micro > per_device:
+        raise DataError(
+            f"micro-batch {micro} is larger than the per-device batch {per_device} "
+            f"(global {batch} over {world_size} devices): lower --micro-batch"
+        )
+    if per_device % micro:
+        raise DataError(
+            f"batch_size={batch} does not split as {world_size} device(s) x micro_batch={micro} x accumulate: the "
+            f"per-device batch {per_device} is not a multiple of micro-batch {micro}; choose a micro_batch dividing "
+            f"{per_device}"
+        )
+    return micro, per_device // micro
+
+
 def default_data_dir() -> Path:
     """``$DREG_DATA_DIR``, else a per-user cache folder."""
     return Path(os.environ.get("DREG_DATA_DIR") or Path.home() / ".cache" / "dreg" / "data")
@@ -227,16 +251,7 @@ class _CIFARDataModule(L.LightningDataModule):
 
     def _batch_split(self) -> tuple[int, int]:
         """(micro_batch, accumulate) for the current world size, or a DataError if it does not divide."""
-        w, b = self.world_size, self.batch_size
-        if b % w:
-            raise DataError(f"batch_size={b} does not split over {w} devices: use a multiple of {w}")
-        mb = self.micro_batch if self.micro_batch is not None else b // w
-        if (b // w) % mb:
-            raise DataError(
-                f"batch_size={b} does not split as {w} device(s) x micro_batch={mb} x accumulate: "
-                f"choose a micro_batch dividing {b // w} (batch_size / devices)"
-            )
-        return mb, b // (w * mb)
+        return split_batch(self.batch_size, self.world_size, self.micro_batch)
 
     @property
     def micro_batch_size(self) -> int:

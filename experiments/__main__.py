@@ -43,7 +43,7 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="paper", help="paper, mini or smoke (experiments/presets.yaml)")
+    parser.add_argument("--preset", default="mini", help="paper, mini, quick or smoke (experiments/presets.yaml)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every run")
     parser.add_argument("--dataset", help="run the figure on another dataset (e.g. cifar10 without CIFAR-100)")
     parser.add_argument("--micro-batch", type=int, help="per-device micro-batch (BatchNorm sees it); default: all")
@@ -132,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     ex = _execution(args, group=args.figure)
     for cfg in runs:  # every bad setting, before the data is read
         validate(cfg)
+    _project(args, runs, ex)
     if not args.dry_run:
         _data_preflight(runs, ex)
     slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}
@@ -145,6 +146,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("[sweep] finished: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
     crashed = any(outcome.startswith("exit") for _, outcome in outcomes)  # a run's process died or refused to run
     return 1 if "failed" in states or crashed else 0
+
+
+def _project(args: argparse.Namespace, runs: list[RunConfig], ex: Execution) -> None:
+    """Print what the runs left to train will cost here; refuse a CPU sweep projected past a day unless told."""
+    import torch
+
+    from experiments.projection import project, words
+    from experiments.sweep import plan
+
+    todo = [cfg for cfg, action in plan(runs, ex, args.retry_failed) if action == "run"]
+    if not todo:
+        return
+    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
+    flops, seconds = project(todo, "cuda" if gpu else "cpu")
+    where = torch.cuda.get_device_name() if gpu else f"this CPU ({torch.get_num_threads()} threads)"
+    if not (gpu or args.dry_run or args.insist) and args.launcher == "local" and seconds > 86400:
+        raise ExperimentError(
+            f"{args.figure} at preset {args.preset} is projected to take {words(seconds)} on this CPU: use --preset "
+            "mini (the paper's steps on a CPU), or add --insist to run it anyway"
+        )
+    print(f"projected: {len(todo)} runs to train, {flops:.2g} FLOPs, about {words(seconds)} on {where}")
 
 
 def _shared_runs(figure: str, preset: str, seeds: int, overrides: dict[str, Any]) -> dict[str, list[str]]:
@@ -242,11 +264,12 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     top = _Parser(prog="python -m experiments", description=__doc__)
+    top.add_argument("--debug", action="store_true", help="show an error's full traceback, not its one line")
     sub = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="the figures, their panels and runs")
     p.add_argument("figure", nargs="?", choices=FIGURE_NAMES)
-    p.add_argument("--preset", default="paper")
+    p.add_argument("--preset", default="mini")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run (or resume) the sweep of a figure; KEY=VALUE settings apply to every run")
@@ -254,7 +277,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("settings", nargs="*", help="KEY=VALUE run settings for every run, e.g. lr=0.05 epochs=5")
     _run_settings(p)
     p.add_argument("--only", help="only runs whose name matches this pattern, e.g. 'bs2048*'")
-    p.add_argument("--dry-run", action="store_true", help="show what would run, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="show what would run and its projected time, run nothing")
+    p.add_argument("--insist", action="store_true", help="run on a CPU even when projected to take over a day")
     p.add_argument("--retry-failed", action="store_true", help="run `failed` runs again")
     p.add_argument("--parallel", type=int, default=1, help="runs at once on this machine (one per GPU)")
     p.add_argument("--launcher", choices=("local", "submitit-local", "slurm"), default="local")
@@ -313,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {err}", file=sys.stderr)
         return BUSY
     except (ExperimentError, DataError, ValueError) as err:
-        if os.environ.get("DREG_DEBUG"):
+        if args.debug or os.environ.get("DREG_DEBUG"):
             raise
         print(f"error: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from lightning_modules.settings import ModuleSettings
+
 HERE = Path(__file__).resolve().parent
 FIGURES_DIR = HERE / "figures"
 # The figures are the specs in experiments/figures/: the paper's in order, then the studies beyond it.
@@ -27,40 +29,19 @@ class ExperimentError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's numbers. Two runs with equal configs are the same run."""
+class RunConfig(ModuleSettings):
+    """Everything that determines a run's numbers: the module's settings (lightning_modules/settings.py, their
+    single declaration) and the run's own below. Two runs with equal configs are the same run."""
 
-    model: str = "resnet18"
     dataset: str = "cifar10"
     batch_size: int = 2048  # the paper's global batch; the run uses batch_size * batch_scale
     batch_scale: float = 1.0
     micro_batch: int | None = None  # per-device micro-batch, which BatchNorm sees; None: one per device
-    dreg_site: str | None = None
-    dreg_lambda: float = 0.1
-    dreg_eps: float = 0.01
-    dreg_form: str = "frobenius"
-    dreg_include_bias: bool = False
-    dreg_learnable: bool = False  # refused with a clear message: the DReg term is maximized (docs/method.md §3)
-    path_loss: str = "sum"
-    activity_site: str | None = None
-    activity_alpha: float = 0.0
-    activity_norm: str = "l2"
-    activity_learnable: bool = False
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    lr_scaling: str = "none"
-    lr_base_batch: int = 256
-    warmup_fraction: float = 0.0  # of the run's steps: 0.05 is 15 of 300 epochs at `mini`, 0.75 of 15 at `quick`
-    width: float = 1.0
     epochs: int = 300
     train_subset: int | None = None
     val_size: int = 5000
     val_from_test: bool = False
     augment: bool = True
-    sync_batchnorm: bool = False
-    channels_last: bool = True
     precision: str = "32-true"
     seed: int = 0
     preset: str = "custom"
@@ -118,11 +99,8 @@ class RunConfig:
         """The LightningModule's arguments."""
         from datamodules import DATAMODULES
 
-        return {
-            **{key: getattr(self, key) for key in MODULE_KEYS},
-            "batch_size": self.global_batch,
-            "num_classes": DATAMODULES[self.dataset].num_classes,
-        }
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(ModuleSettings)}
+        return {**settings, "batch_size": self.global_batch, "num_classes": DATAMODULES[self.dataset].num_classes}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,13 +165,6 @@ def _check_type(key: str, value: Any, annotation: str) -> None:
         return
     wanted = " or ".join(what for _, what in checked) + (" or null" if "None" in kinds else "")
     raise ExperimentError(f"{key} must be {wanted}, got {value!r}")
-
-
-MODULE_KEYS = (
-    "model", "width", "dreg_site", "dreg_lambda", "dreg_eps", "dreg_form", "dreg_include_bias", "dreg_learnable",
-    "path_loss", "activity_site", "activity_alpha", "activity_norm", "activity_learnable",
-    "lr", "momentum", "nesterov", "weight_decay", "lr_scaling", "lr_base_batch", "warmup_fraction", "channels_last",
-)  # fmt: skip
 
 
 @dataclass
@@ -268,33 +239,24 @@ def select(runs: list[RunConfig], pattern: str | None) -> list[RunConfig]:
 
 def split_batch(cfg: RunConfig, world_size: int) -> tuple[int, int]:
     """``(micro_batch, accumulate)`` for ``world_size`` devices: global = world x micro x accumulate (method §4)."""
+    from datamodules import DataError
+    from datamodules.cifar import split_batch as split
+
     batch = cfg.global_batch
     if batch < 1 or not math.isclose(batch, cfg.batch_size * cfg.batch_scale):
         raise ExperimentError(f"batch {cfg.batch_size} x scale {cfg.batch_scale} is not a whole batch")
-    if batch % world_size:
-        raise ExperimentError(f"global batch {batch} does not split over {world_size} devices: choose a divisor")
-    per_device = batch // world_size
-    micro = cfg.micro_batch or per_device
-    if micro > per_device:
-        raise ExperimentError(
-            f"micro-batch {micro} is larger than the per-device batch {per_device} "
-            f"(global {batch} over {world_size} devices): lower --micro-batch"
-        )
-    if per_device % micro:
-        raise ExperimentError(
-            f"per-device batch {per_device} is not a multiple of micro-batch {micro}: choose a divisor of {per_device}"
-        )
-    return micro, per_device // micro
+    try:
+        return split(batch, world_size, cfg.micro_batch)
+    except DataError as err:
+        raise ExperimentError(str(err)) from err
 
 
 def validate(cfg: RunConfig) -> None:
-    """Catch bad settings before any data is read or anything is written.
-
-    Building the LightningModule at a tiny width checks the model, the sites and every
-    optimizer and regularizer setting in one place.
-    """
+    """Catch bad settings before any data is read or anything is written: the module's settings, and the
+    sites against the network (built at a tiny width; the run's one LightningModule is built later)."""
     from datamodules import DATAMODULES
-    from lightning_modules import Classifier
+    from lightning_modules import build_net, resolve_site
+    from lightning_modules.dreg import resolve_conv_site
 
     if cfg.dataset not in DATAMODULES:
         raise ExperimentError(f"unknown dataset {cfg.dataset!r}: choose one of {', '.join(DATAMODULES)}")
@@ -302,4 +264,9 @@ def validate(cfg: RunConfig) -> None:
         raise ExperimentError(f"unknown precision {cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
     if cfg.epochs < 1:
         raise ExperimentError(f"epochs must be >= 1, got {cfg.epochs}")
-    Classifier(**{**cfg.module_kwargs(), "width": 0.0625})
+    ModuleSettings.of(cfg.to_dict()).check()
+    net = build_net(cfg.model, DATAMODULES[cfg.dataset].num_classes, 0.0625)
+    if cfg.dreg_site is not None:
+        resolve_conv_site(net, cfg.dreg_site)
+    if cfg.activity_site is not None:
+        resolve_site(net, cfg.activity_site)

@@ -6,7 +6,9 @@ next to the two cross-entropy terms (docs/method.md §1, paper Eq. 3).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import math
 from typing import Any
 
@@ -14,18 +16,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.amp.autocast_mode import is_autocast_available
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_modules.dreg import DRegNet
 from lightning_modules.nets import build_net
 from lightning_modules.regularizers import ActivityPenalty, UncertaintyWeight
-
-CHOICES = {
-    "dreg_form": ("frobenius", "norm", "cosine"),
-    "path_loss": ("sum", "mean"),
-    "activity_norm": ("l1", "l2"),
-    "lr_scaling": ("none", "linear", "sqrt"),
-}
+from lightning_modules.settings import ConfigError, ModuleSettings
 
 
 def scaled_lr(lr: float, scaling: str, batch: int, base_batch: int) -> float:
@@ -38,88 +35,31 @@ def warmup_factor(step: int, warmup_steps: float) -> float:
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
 
 
-class ConfigError(ValueError):
-    """A setting that cannot work; the message says which and what to use instead."""
-
-
-def _check_config(hp: dict[str, Any]) -> None:
-    for key, allowed in CHOICES.items():
-        if hp[key] not in allowed:
-            raise ConfigError(f"unknown {key} {hp[key]!r}: choose one of {', '.join(allowed)}")
-    for key in (
-        "lr",
-        "dreg_lambda",
-        "dreg_eps",
-        "momentum",
-        "weight_decay",
-        "activity_alpha",
-        "warmup_fraction",
-    ):
-        if not math.isfinite(float(hp[key])):
-            raise ConfigError(f"{key} must be a finite number, got {hp[key]!r}")
-    for key in ("lr", "momentum", "weight_decay", "activity_alpha", "warmup_fraction", "dreg_eps"):
-        if float(hp[key]) < 0:
-            raise ConfigError(f"{key} must be >= 0, got {hp[key]!r}")
-    if hp["warmup_fraction"] > 1:
-        raise ConfigError(f"warmup_fraction is a fraction of the run's steps, in 0..1; got {hp['warmup_fraction']!r}")
-    if hp["nesterov"] and hp["momentum"] == 0:
-        raise ConfigError("nesterov needs momentum > 0: set momentum or drop nesterov")
-    if hp["dreg_learnable"]:
-        raise ConfigError(
-            "a learned weight for the DReg term is not allowed: the term is maximized, so its weight "
-            "would run off to infinity (docs/method.md §3); set dreg_lambda instead"
-        )
-    if hp["activity_learnable"] and hp["activity_site"] is None:
-        raise ConfigError("activity_learnable needs an activity_site")
-
-
 class Classifier(L.LightningModule):
     """Image classifier with optional DReg (two paths) and an optional activity penalty.
 
-    ``net`` may be any ``nn.Module`` (e.g. a torchvision model); otherwise
-    ``model``/``num_classes``/``width`` build one of the suite's CIFAR networks.
+    ``net`` may be any ``nn.Module`` (e.g. a torchvision model); otherwise ``model``/``num_classes``/``width``
+    build one of the suite's CIFAR networks. Its settings are declared in ``lightning_modules/settings.py``.
     """
 
-    def __init__(
-        self,
-        model: str = "resnet18",
-        num_classes: int = 10,
-        width: float = 1.0,
-        dreg_site: str | None = None,
-        dreg_lambda: float = 0.1,
-        dreg_eps: float = 0.01,
-        dreg_form: str = "frobenius",
-        dreg_include_bias: bool = False,
-        dreg_learnable: bool = False,
-        path_loss: str = "sum",
-        activity_site: str | None = None,
-        activity_alpha: float = 0.0,
-        activity_norm: str = "l2",
-        activity_learnable: bool = False,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        nesterov: bool = False,
-        weight_decay: float = 5e-4,
-        lr_scaling: str = "none",
-        lr_base_batch: int = 256,
-        batch_size: int = 128,
-        warmup_fraction: float = 0.0,
-        sync_batchnorm: bool = False,
-        channels_last: bool = False,
-        net: nn.Module | None = None,
-    ) -> None:
+    def __init__(self, num_classes: int = 10, batch_size: int = 128, net: nn.Module | None = None, **settings: Any):
+        """``batch_size`` is the global batch (the scaling rules use it); ``settings`` are ModuleSettings'."""
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
-        _check_config(dict(self.hparams))
-        base = net if net is not None else build_net(model, num_classes, width)
-        if sync_batchnorm:  # before wrapping: DRegNet's graph holds the BatchNorm modules it was built with
+        unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(ModuleSettings)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}: see lightning_modules/settings.py")
+        self.settings = s = ModuleSettings(**settings)
+        s.check()
+        self.save_hyperparameters({"num_classes": num_classes, "batch_size": batch_size, **dataclasses.asdict(s)})
+        base = net if net is not None else build_net(s.model, num_classes, s.width)
+        if s.sync_batchnorm:  # before wrapping: DRegNet's graph holds the BatchNorm modules it was built with
             base = nn.SyncBatchNorm.convert_sync_batchnorm(base)
         # Hooked before wrapping, so the hook sees the base network's module paths.
-        self.activity = ActivityPenalty(base, activity_site, activity_norm) if activity_site else None
-        self.activity_weight = UncertaintyWeight() if activity_learnable else None
-        self.dreg = dreg_site is not None
-        self.net = DRegNet(base, dreg_site, dreg_eps, dreg_include_bias) if self.dreg else base
-        if channels_last:  # NHWC convs run ~1.5x faster on CPUs with oneDNN and on tensor-core GPUs
+        self.activity = ActivityPenalty(base, s.activity_site, s.activity_norm) if s.activity_site else None
+        self.activity_weight = UncertaintyWeight() if s.activity_learnable else None
+        self.dreg = s.dreg_site is not None
+        self.net = DRegNet(base, s.dreg_site, s.dreg_eps, s.dreg_include_bias) if self.dreg else base
+        if s.channels_last:  # NHWC convs run ~1.5x faster on CPUs with oneDNN and on tensor-core GPUs
             self.net.to(memory_format=torch.channels_last)
         paths = ("R", "L") if self.dreg else ("",)
         self.val_acc = nn.ModuleDict({p or "net": MulticlassAccuracy(num_classes, average="micro") for p in paths})
@@ -132,7 +72,7 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def _loss_terms(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        hp = self.hparams
+        hp = self.settings
         terms: dict[str, torch.Tensor] = {}
         if self.dreg:
             logits_R, logits_L = self.net(x)
@@ -153,10 +93,11 @@ class Classifier(L.LightningModule):
 
     def _dreg_term(self) -> torch.Tensor:
         """The distance that lambda multiplies, per ``dreg_form``; in float32 also under bf16 autocast."""
-        with torch.autocast(self.device.type, enabled=False):
-            if self.hparams.dreg_form == "frobenius":
+        kind = self.device.type
+        with torch.autocast(kind, enabled=False) if is_autocast_available(kind) else contextlib.nullcontext():
+            if self.settings.dreg_form == "frobenius":
                 return self.net.distance()  # ||W_R - W_L||^2, as Eq. 3 writes it
-            if self.hparams.dreg_form == "norm":
+            if self.settings.dreg_form == "norm":
                 return self.net.distance().sqrt()  # ||W_R - W_L||: bounded by weight decay
             return self.net.cosine_distance()
 
@@ -231,11 +172,11 @@ class Classifier(L.LightningModule):
 
     def learning_rate(self) -> float:
         """The base LR after the optional batch-size scaling rule (docs/method.md §4)."""
-        hp = self.hparams
-        return scaled_lr(hp.lr, hp.lr_scaling, hp.batch_size, hp.lr_base_batch)
+        hp = self.settings
+        return scaled_lr(hp.lr, hp.lr_scaling, self.hparams.batch_size, hp.lr_base_batch)
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
+        hp = self.settings
         learned = [p for m in (self.activity_weight,) if m is not None for p in m.parameters()]
         learned_ids = {id(p) for p in learned}
         groups = [{"params": [p for p in self.parameters() if id(p) not in learned_ids]}]

@@ -27,7 +27,7 @@ from lightning_modules.sites import resolve_site
 Path_ = Literal["R", "L"]
 
 
-def _resolve_conv_site(net: nn.Module, site: str) -> str:
+def resolve_conv_site(net: nn.Module, site: str) -> str:
     path = resolve_site(net, site)
     module = net.get_submodule(path)
     if not isinstance(module, nn.Conv2d):
@@ -89,7 +89,7 @@ class DRegNet(nn.Module):
     def __init__(self, net: nn.Module, site: str, eps: float = 0.01, include_bias: bool = False) -> None:
         super().__init__()
         self.net = net
-        self.site = _resolve_conv_site(net, site)
+        self.site = resolve_conv_site(net, site)
         self.include_bias = include_bias
         graphs, bn_paths = {}, set()
         was_training = net.training

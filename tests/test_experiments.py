@@ -312,3 +312,21 @@ def test_parallel_two_runs_two_at_once_with_their_own_logs(data, tmp_path):
     assert all("done: best val/acc" in p.read_text() for p in logs)
     (a_start, a_end), (b_start, b_end) = [json.loads(x) for x in (tmp_path / "times.jsonl").read_text().splitlines()]
     assert max(a_start, b_start) < min(a_end, b_end)  # the two trained at the same time
+
+
+def test_one_run_builds_one_lightning_module_and_each_default_is_written_once(data, tmp_path, monkeypatch):
+    from lightning_modules import Classifier
+
+    built = []
+    original = Classifier.__init__
+
+    def counting(self, *args, **kwargs):
+        built.append(kwargs.get("model"))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "__init__", counting)
+    train(smoke(epochs=1), Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False))
+    assert built == ["vgg16"]
+    sources = "".join(p.read_text() for p in (ROOT / "experiments").glob("*.py"))
+    sources += "".join(p.read_text() for p in (ROOT / "lightning_modules").rglob("*.py"))
+    assert len(re.findall(r"dreg_lambda: float = 0\.1", sources)) == 1

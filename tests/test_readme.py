@@ -27,7 +27,10 @@ def test_each_experiments_command_in_the_readme_parses(line):
     assert callable(args.func)
 
 
-COMMANDS = [f"{tool} {line}".strip() for tool, line in re.findall(r"^python -m (experiments|analysis) (.*?)(?:\s+#.*)?$", README, re.M)]
+COMMANDS = [
+    f"{tool} {line}".strip()
+    for tool, line in re.findall(r"^python -m (experiments|analysis) (.*?)(?:\s+#.*)?$", README, re.M)
+]
 
 
 def _test_sized(line: str, tmp: Path, data: Path) -> list[str] | None:

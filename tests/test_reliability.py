@@ -559,6 +559,7 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
         ("unknown accelerator", [*smoke_train, "--accelerator", "tpux", *ex()], "invalid choice: 'tpux'"),
         ("unknown launcher", [*run, "--launcher", "k8s", *ex()], "invalid choice: 'k8s'"),
         ("warm-up above 1", [*smoke_train, "warmup_fraction=5", *ex()], "warmup_fraction is a fraction"),
+        ("the paper's grid on a CPU", ["run", "fig2", "--preset", "paper", *ex()], "projected to take"),
         ("lambda nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=nan", *ex()], "dreg_lambda must be a finite"),
         ("lambda .nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=.nan", *ex()], "dreg_lambda must be a finite"),
         ("lr inf", [*smoke_train, "lr=inf", *ex()], "lr must be a finite number"),
