@@ -37,5 +37,5 @@ def show(name: str, results: Path, preset: str, out: Path) -> FigureAnalysis:
     claims = [f"- **{c.verdict}** {c.panel and f'({c.panel}) '}{c.statement}: {c.measured} (rule: {c.rule})"
               for c in analysis.claims]  # fmt: skip
     notes_md = [f"Note: {note}." for note in notes]
-    display(Markdown("\n\n".join([*notes_md, comparison_table(name, analysis.table), *claims])))
+    display(Markdown("\n\n".join([*notes_md, comparison_table(records.spec.kind, analysis.table), *claims])))
     return analysis

@@ -114,7 +114,7 @@ def build(cfg: RunConfig, ex: Execution) -> tuple[Classifier, L.LightningDataMod
         val_from_test=cfg.val_from_test, train_subset=cfg.train_subset, seed=cfg.seed, augment=cfg.augment,
         verify=ex.verify, channels_last=cfg.channels_last,
     )  # fmt: skip
-    model = Classifier(**cfg.module_kwargs(), sync_batchnorm=cfg.sync_batchnorm)
+    model = Classifier(**cfg.module_kwargs())
     return model, datamodule
 
 

@@ -32,6 +32,7 @@ def results(tmp_path_factory) -> Path:
     write_fake_records(root / "results", "fig3")
     for name in ("fig4", "fig5", "fig6", "fig7", "fig8", "controls"):
         write_fake_records(root / "results", name, dataset="cifar10")
+    write_fake_records(root / "results", "mechanism", skip=("bs2048-base-m0.9-s0", "bs2048-dreg0.1-R1-m0.9-s0"))
     return root / "results"
 
 

@@ -51,6 +51,13 @@ NOTEBOOKS = {
         "cosine form, and does the penalty add anything to the second path (λ=0)?",
         ["controls"],
     ),
+    "mechanism": (
+        "Mechanism study (beyond the paper)",
+        "VGG16 on CIFAR-10 at 30k and 2k: the doubled-gradient baseline, a learning-rate grid, scaling rules with "
+        "warm-up, `path_loss: mean`, λ=0 and three readings of Eq. 3; the questions M1-M8, decided per seed "
+        "(docs/method.md §7). The stability of the DReg distance (M7) is `python -m analysis stability`.",
+        ["mechanism"],
+    ),
 }
 
 
