@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -19,9 +18,9 @@ import pandas as pd
 import yaml
 
 from experiments.config import FIGURE_NAMES, ExperimentError, Figure, RunConfig, load_figure, preset_settings
+from experiments.run_files import FINISHED, read_status, whole_lines
 
 STATUS_KEYS = ("state", "diverged_epoch", "best_val_acc", "best_epoch", "test_acc", "selected_path")
-FINISHED = ("done", "diverged")
 DATASETS = ("cifar10", "cifar100")
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 MODEL_LABELS = {"vgg16": "VGG16", "resnet18": "ResNet18", "mobilenetv2": "MobileNetV2"}
@@ -70,21 +69,17 @@ def describe(cfg: RunConfig) -> str:
 
 
 def _read_metrics(path: Path) -> pd.DataFrame:
-    """metrics.csv without a last line cut short by a crash (the writer appends whole lines)."""
-    text = path.read_text() if path.exists() else ""
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    if len(lines) < 2:
+    """metrics.csv's whole rows (the experiments' own reader drops a line cut short by a crash)."""
+    text = whole_lines(path)
+    if text.count("\n") < 2:
         return pd.DataFrame({"epoch": pd.Series(dtype=int)})
-    return pd.read_csv(io.StringIO("".join(lines)))
+    return pd.read_csv(io.StringIO(text))
 
 
 def read_run(run_dir: Path) -> pd.DataFrame:
     """One run's epochs, each row carrying the run's config and status (no rows before its first epoch)."""
     record = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    status_file = run_dir / "status.json"
-    status = json.loads(status_file.read_text()) if status_file.exists() else {}
+    status = read_status(run_dir)
     metrics = _read_metrics(run_dir / "metrics.csv")
     name = record.get("run_name", run_dir.name)
     run = record.get("run", {})
@@ -93,7 +88,7 @@ def read_run(run_dir: Path) -> pd.DataFrame:
         "run_name": name,
         **{key: run.get(key) for key in RUN_FIELDS},
         **{key: status.get(key) for key in STATUS_KEYS},
-        "state": status.get("state") or "pending",
+        "state": status["state"],
         "dreg_initial": (status.get("dreg_initial") or {}).get("distance"),  # ||W_R - W_L||^2 before any step
         "device": record.get("device"),
     }
@@ -158,8 +153,7 @@ def _seeds_on_disk(folder: Path, cfg: RunConfig) -> list[int]:
 
 
 def _state(run_dir: Path) -> str:
-    path = run_dir / "status.json"
-    return (json.loads(path.read_text()).get("state") if path.exists() else None) or "pending"
+    return read_status(run_dir)["state"]
 
 
 def _spec(name: str, preset: str, dataset: str | None) -> Figure:

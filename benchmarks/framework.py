@@ -35,7 +35,8 @@ from benchmarks.common import (
     write_result,
 )
 from experiments.config import RunConfig, load_figure
-from experiments.records import RunRecords, read_metrics_rows
+from experiments.records import RunRecords
+from experiments.run_files import read_metrics_rows
 from experiments.train import Execution, build
 from lightning_modules import Classifier, build_net
 

@@ -21,7 +21,8 @@ from experiments.config import (
     select,
     validate,
 )  # fmt: skip
-from experiments.records import BUSY, RunBusy, read_status
+from experiments.records import BUSY, RunBusy
+from experiments.run_files import read_status
 from experiments.train import Execution, run_dir
 
 

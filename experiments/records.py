@@ -7,14 +7,12 @@ import csv
 import dataclasses
 import fcntl
 import io
-import json
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -27,24 +25,9 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from experiments.config import ExperimentError, RunConfig
+from experiments.run_files import read_metrics_rows, write_atomic, write_status
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy")
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file next to ``path`` and rename it over ``path``: a reader never sees half a file.
-
-    The temporary name is unique to this call, so two processes writing the same file at once (two sweeps
-    claiming a new run folder) each rename a whole file of their own; one fixed name let one truncate the
-    other's file before its rename. Next to ``path``, so the rename never crosses a filesystem.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "xb" if isinstance(data, bytes) else "x") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,18 +52,6 @@ def remove_stale_temporaries(folder: Path) -> None:
     """Delete the temporary files that a kill during a write left in ``folder`` (call it holding the run's lock)."""
     for stale in folder.glob(".*.tmp") if folder.is_dir() else ():
         stale.unlink(missing_ok=True)
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "status.json"
-    return json.loads(path.read_text()) if path.exists() else {"state": "pending"}
-
-
-def write_status(run_dir: Path, **fields: Any) -> None:
-    """Merge ``fields`` into status.json; a field given as None is removed (a retried run's old error)."""
-    status = {**read_status(run_dir), **fields, "updated": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    status = {k: v for k, v in status.items() if v is not None}
-    write_atomic(run_dir / "status.json", json.dumps(status, indent=1) + "\n")
 
 
 def _provenance() -> dict[str, Any]:
@@ -180,18 +151,6 @@ def usable_checkpoint(path: Path) -> Path | None:
         print(f"warning: {path} is unreadable ({type(err).__name__}); the run restarts from scratch", file=sys.stderr)
         return None
     return path
-
-
-def read_metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and complete rows of metrics.csv (a line cut short by a crash is dropped)."""
-    if not path.exists():
-        return [], []
-    text = path.read_text()
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        lines = lines[:-1]
-    reader = csv.DictReader(io.StringIO("".join(lines)))
-    return list(reader.fieldnames or []), list(reader)
 
 
 class RunRecords(Checkpoint):

@@ -21,10 +21,9 @@ from typing import Any
 import yaml
 
 from experiments.config import RunConfig, validate
-from experiments.records import BUSY, check_run_dir, check_writable, read_status
+from experiments.records import BUSY, check_run_dir, check_writable
+from experiments.run_files import FINISHED, read_status
 from experiments.train import Execution, resolve, run_dir, wandb_mode
-
-FINISHED = ("done", "diverged")
 
 
 def plan(runs: list[RunConfig], ex: Execution, retry_failed: bool) -> list[tuple[RunConfig, str]]:

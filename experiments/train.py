@@ -18,12 +18,11 @@ from experiments.records import (
     AtomicCheckpointIO,
     RunRecords,
     claim_run_dir,
-    read_status,
     remove_stale_temporaries,
     run_lock,
     usable_checkpoint,
-    write_status,
 )
+from experiments.run_files import read_status, write_status
 from lightning_modules import Classifier
 
 

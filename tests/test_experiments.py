@@ -15,7 +15,8 @@ import yaml
 
 from datamodules import write_fake_cifar
 from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, select, split_batch
-from experiments.records import RunRecords, read_status
+from experiments.records import RunRecords
+from experiments.run_files import read_status
 from experiments.sweep import run_sweep
 from experiments.train import Execution, run_dir, train
 

@@ -41,7 +41,8 @@ import yaml
 
 from datamodules import write_fake_cifar
 from experiments.config import RunConfig, load_figure, preset_settings, select
-from experiments.records import RunRecords, claim_run_dir, read_status, write_atomic
+from experiments.records import RunRecords, claim_run_dir
+from experiments.run_files import read_status, write_atomic
 from experiments.sweep import run_sweep
 from experiments.train import Execution, resolve, run_dir, train
 

@@ -39,9 +39,9 @@ RUN_2K = ["--preset", "smoke", "model=resnet18", "dataset=cifar10", "batch_size=
 PROBE = """
 import json, os
 from datamodules.device_loader import DeviceLoader
-from experiments import records
+from experiments import records, run_files
 
-_iter, _write = DeviceLoader.__iter__, records.write_atomic
+_iter, _write = DeviceLoader.__iter__, run_files.write_atomic
 
 
 def _log(name, **entry):
@@ -62,7 +62,8 @@ def _probed_write(path, text):
     _write(path, text)
 
 
-DeviceLoader.__iter__, records.write_atomic = _probed_iter, _probed_write
+DeviceLoader.__iter__ = _probed_iter
+records.write_atomic = run_files.write_atomic = _probed_write  # every record file goes through one of them
 """
 
 
