@@ -1,4 +1,4 @@
-"""Shared test setup: the ``cuda`` marker (skipped without a GPU) and the tests' own helpers on the path."""
+"""Shared test setup: the small CIFAR data, the ``cuda`` marker (skipped without a GPU), the helpers' path."""
 
 import sys
 from pathlib import Path
@@ -7,6 +7,18 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
+
+from datamodules import write_fake_cifar
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Fake CIFAR-10 and CIFAR-100 in the official layout (600 training, 100 test images each), written once.
+    Tests read it and never change it (a test that needs a damaged copy copies it first)."""
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root, "cifar10", n_train=600, n_test=100)
+    write_fake_cifar(root, "cifar100", n_train=600, n_test=100)
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from paths import ROOT
 
 from datamodules import write_fake_cifar
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(data: Path, out: Path, devices: int, batchnorm: str) -> dict[str, torch.Tensor]:

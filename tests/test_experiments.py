@@ -12,21 +12,15 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from paths import ROOT
 
-from datamodules import write_fake_cifar
 from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, select, split_batch
 from experiments.records import RunRecords
 from experiments.run_files import read_status
 from experiments.sweep import run_sweep
 from experiments.train import Execution, run_dir, train
 
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_fake_cifar(tmp_path_factory.mktemp("data"), "cifar10", n_train=600, n_test=100)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

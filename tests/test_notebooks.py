@@ -7,11 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from paths import ROOT
 
 from analysis.fake_records import write_fake_records
 from analysis.notebooks import build
 
-ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = build.NOTEBOOKS
 
 

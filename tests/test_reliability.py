@@ -38,15 +38,14 @@ from unittest import mock
 import pytest
 import torch
 import yaml
+from paths import ROOT
 
-from datamodules import write_fake_cifar
 from experiments.config import RunConfig, load_figure, preset_settings, select
 from experiments.records import RunRecords, claim_run_dir
 from experiments.run_files import read_status, write_atomic
 from experiments.sweep import run_sweep
 from experiments.train import Execution, resolve, run_dir, train
 
-ROOT = Path(__file__).resolve().parents[1]
 SEED = 20261123  # the kill moments' random delays
 TIMEOUT_S = 300  # a sweep that hangs fails its test instead of stalling CI
 
@@ -90,11 +89,6 @@ os.replace, os.rename = _held(os.replace), _held(os.rename)
 
 
 # ---- fixtures and helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_fake_cifar(tmp_path_factory.mktemp("data"), "cifar10", n_train=600, n_test=100)
 
 
 def sweep_runs() -> list[RunConfig]:

@@ -20,15 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+from paths import ROOT as REPO
 from wandb.proto import wandb_internal_pb2
 from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-from datamodules import write_fake_cifar
 from experiments.__main__ import _parse_value
 from experiments.__main__ import main as cli_main
 from experiments.config import load_figure
 
-REPO = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 300  # a hung DDP rank or a login prompt fails the test instead of stalling CI
 GLOBAL_BATCH, TRAIN_SUBSET, EPOCHS = 16, 400, 2  # the smoke preset at batch_size=2048
 RUN_2K = ["--preset", "smoke", "model=resnet18", "dataset=cifar10", "batch_size=2048"]
@@ -65,15 +64,6 @@ def _probed_write(path, text):
 DeviceLoader.__iter__ = _probed_iter
 records.write_atomic = run_files.write_atomic = _probed_write  # every record file goes through one of them
 """
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Fake CIFAR-10 (for Fig. 2) and CIFAR-100 (for Fig. 7), written once for the module."""
-    root = tmp_path_factory.mktemp("data")
-    write_fake_cifar(root, "cifar10", n_train=600, n_test=100)
-    write_fake_cifar(root, "cifar100", n_train=600, n_test=100)
-    return root
 
 
 def cli(args: list[str], home: Path, env: dict[str, str] | None = None,
