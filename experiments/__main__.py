@@ -125,7 +125,7 @@ def _data_preflight(runs: list[RunConfig], ex: Execution) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from experiments.sweep import run_sweep
+    from experiments.sweep import refuse_too_long, run_sweep
 
     overrides = {**_key_values(args.settings), **_overrides(args)}
     figure = load_figure(args.figure, args.preset, args.seeds, overrides)
@@ -133,8 +133,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     ex = _execution(args, group=args.figure)
     for cfg in runs:  # every bad setting, before the data is read
         validate(cfg)
-    _project(args, runs, ex)
     if not args.dry_run:
+        if args.launcher == "local" and not args.insist:
+            refuse_too_long(runs, ex, args.retry_failed)
         _data_preflight(runs, ex)
     slurm = {k: v for k, v in {"slurm_partition": args.partition, "timeout_min": args.timeout_min}.items() if v}
     shared = _shared_runs(args.figure, args.preset, args.seeds, overrides) if args.dry_run else None
@@ -147,27 +148,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("[sweep] finished: " + ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states))))
     crashed = any(outcome.startswith("exit") for _, outcome in outcomes)  # a run's process died or refused to run
     return 1 if "failed" in states or crashed else 0
-
-
-def _project(args: argparse.Namespace, runs: list[RunConfig], ex: Execution) -> None:
-    """Print what the runs left to train will cost here; refuse a CPU sweep projected past a day unless told."""
-    import torch
-
-    from experiments.projection import project, words
-    from experiments.sweep import plan
-
-    todo = [cfg for cfg, action in plan(runs, ex, args.retry_failed) if action == "run"]
-    if not todo:
-        return
-    gpu = torch.cuda.is_available() and args.accelerator in ("auto", "gpu", "cuda")
-    flops, seconds = project(todo, "cuda" if gpu else "cpu")
-    where = torch.cuda.get_device_name() if gpu else f"this CPU ({torch.get_num_threads()} threads)"
-    if not (gpu or args.dry_run or args.insist) and args.launcher == "local" and seconds > 86400:
-        raise ExperimentError(
-            f"{args.figure} at preset {args.preset} is projected to take {words(seconds)} on this CPU: use --preset "
-            "mini (the paper's steps on a CPU), or add --insist to run it anyway"
-        )
-    print(f"projected: {len(todo)} runs to train, {flops:.2g} FLOPs, about {words(seconds)} on {where}")
 
 
 def _shared_runs(figure: str, preset: str, seeds: int, overrides: dict[str, Any]) -> dict[str, list[str]]:

@@ -1,8 +1,10 @@
 """How long a sweep will take on this machine: its FLOPs over a training rate measured here in seconds.
 
 The FLOPs are counted (``benchmarks/flops.py``, on the meta device); the rate is that of a few training
-steps of each model at the run's width, layout and precision, batch 64, after a warm-up step. A projection,
-not a promise: it knows nothing of a run that diverges early, and a CPU busy with other work is slower.
+steps of each model at the run's width, layout and precision (a batch of ~15 GFLOP per step; the fastest step
+after two warm-ups, so other work on the machine weighs little). A projection, not a promise: it knows
+nothing of a run that diverges early, nor of the validation and framework time (measured: a `mini` 30k run
+spent about twice the projected time on this 2-core CPU).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch.nn.functional as F
 
 from experiments.config import RunConfig
 
-TRAIN_IMAGES, TEST_IMAGES, BATCH = 50_000, 10_000, 64
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
+STEP_FLOPS, STEPS, WARMUP = 15e9, 8, 2  # a timed step of ~15 GFLOP; the fastest of 6 after 2 warm-ups
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
@@ -44,15 +47,17 @@ def measured_rate(model: str, width: float, precision: str, channels_last: bool,
     from lightning_modules import build_net
 
     torch.manual_seed(0)
+    per_image = _per_image(model, None, width, 10, True)
+    batch = int(min(256, max(8, STEP_FLOPS // per_image)))
     layout = torch.channels_last if channels_last else torch.contiguous_format
     net = build_net(model, 10, width).to(device, memory_format=layout)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
-    x = torch.randn(BATCH, 3, 32, 32, device=device).contiguous(memory_format=layout)
-    y = torch.randint(0, 10, (BATCH,), device=device)
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=layout)
+    y = torch.randint(0, 10, (batch,), device=device)
     bf16 = precision.startswith("bf16")
     amp = torch.autocast(device, torch.bfloat16) if bf16 else contextlib.nullcontext()
     times = []
-    for _ in range(3):
+    for _ in range(STEPS):
         start = time.perf_counter()
         with amp:
             loss = F.cross_entropy(net(x), y)
@@ -62,7 +67,7 @@ def measured_rate(model: str, width: float, precision: str, channels_last: bool,
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return BATCH * _per_image(model, None, width, 10, True) / min(times[1:])
+    return batch * per_image / min(times[WARMUP:])
 
 
 def project(runs: list[RunConfig], device: str) -> tuple[float, float]:

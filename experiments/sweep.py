@@ -124,6 +124,14 @@ def run_sweep(
             wandb_mode()
     rows = plan(runs, ex, retry_failed)
     jobs = [cfg for cfg, action in rows if action == "run"]
+    if jobs:
+        import torch
+
+        from experiments.projection import words
+
+        flops, seconds, gpu = _projection(jobs, ex)
+        where = torch.cuda.get_device_name() if gpu else f"this CPU ({torch.get_num_threads()} threads)"
+        print(f"projected: {len(jobs)} runs to train, {flops:.2g} FLOPs, about {words(seconds)} on {where}")
     print(f"{len(runs)} runs: {len(jobs)} to run, {len(runs) - len(jobs)} finished or failed (skipped)")
     if dry_run:
         for cfg, action in rows:
@@ -146,6 +154,30 @@ def run_sweep(
     else:
         _submitit(jobs, ex, launcher, slurm or {}, report)
     return outcomes
+
+
+def _projection(jobs: list[RunConfig], ex: Execution) -> tuple[float, float, bool]:
+    """(FLOPs, projected seconds, on a GPU) of the runs left to train, on this machine."""
+    import torch
+
+    from experiments.projection import project
+
+    gpu = torch.cuda.is_available() and ex.accelerator in ("auto", "gpu", "cuda")
+    return (*project(jobs, "cuda" if gpu else "cpu"), gpu)
+
+
+def refuse_too_long(runs: list[RunConfig], ex: Execution, retry_failed: bool = False) -> None:
+    """A local CPU sweep projected past a day is refused, in one line, before any data is read."""
+    from experiments.config import ExperimentError
+    from experiments.projection import words
+
+    jobs = [cfg for cfg, action in plan(runs, ex, retry_failed) if action == "run"]
+    _, seconds, gpu = _projection(jobs, ex) if jobs else (0.0, 0.0, True)
+    if not gpu and seconds > 86400:
+        raise ExperimentError(
+            f"these {len(jobs)} runs at preset {jobs[0].preset} are projected to take {words(seconds)} on this CPU: "
+            "use --preset mini (the paper's steps on a CPU), or add --insist to run them anyway"
+        )
 
 
 def _clock(seconds: float) -> str:
