@@ -126,7 +126,9 @@ def _title(records: FigureRecords) -> str:
     models = " and ".join(dict.fromkeys(MODEL_LABELS[cfg.model] for cfg in records.spec.runs))
     paper = records.spec.of_paper
     data = records.data_words("paper" if paper else "specified")
-    return f"{records.spec.paper if paper else records.spec.title}: {models} on {data}, {records.spec.subtitle}"
+    if paper:
+        return f"{records.spec.paper}: {models} on {data}, {records.spec.subtitle}"
+    return f"{records.spec.title} ({data}): {records.spec.subtitle}"  # the title names the model
 
 
 def _panel_title(panel: str, runs: list[RunConfig]) -> str:
@@ -183,7 +185,9 @@ def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
     axes[0].set_ylabel("validation accuracy (%)")
     if not any(panels.values()):
         axes[0].set_ylim(0, 100)
-    fig.suptitle(f"{_title(records)}\nscale: {records.scale_words()}", fontsize=10)
+    width = 60 * len(panels)
+    fig.suptitle(f"{textwrap.fill(_title(records), width)}\n{textwrap.fill('scale: ' + records.scale_words(), width)}",
+                 fontsize=10)  # fmt: skip
     notes = list(records.notes)
     if skipped:
         text = "not in the results yet (skipped): " + "; ".join(skipped)

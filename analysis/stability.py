@@ -179,14 +179,14 @@ def draw(found: list[Check], title: str) -> Figure:
             )
             if np.isfinite(c.predicted).any():
                 limit = min(len(c.predicted), int(c.steps[-1]) + 2 * c.steps_per_epoch)
-                ax.plot(np.arange(limit), c.predicted[:limit], color=color, linestyle="--", linewidth=1)
+                ax.plot(np.arange(limit), c.predicted[:limit], color="black", linestyle="--", linewidth=0.9, zorder=3)
         ax.axhline(math.sqrt(FLOAT32_MAX), color="gray", linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
-        ax.set_title(f"{form}: measured (solid) vs predicted (dashed)", fontsize=10)
+        ax.set_title(f"{form}: measured (colour) vs predicted (black, dashed)", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, loc="best")
-    axes[0].set_ylabel("||W_R - W_L||_F (dotted: float32 overflow of the squared distance)")
+    axes[0].set_ylabel("||W_R - W_L||_F (dotted: its square overflows float32)")
     fig.suptitle(title, fontsize=10)
     return fig
 
