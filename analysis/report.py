@@ -131,7 +131,7 @@ DEVIATIONS = """- Data: CIFAR-100 is not available on the machine that ran these
   except at the `paper` scale."""
 
 
-def _compute(analyses: list[cl.FigureAnalysis], results: Path | str, preset: str) -> str:
+def _compute(analyses: list[cl.FigureAnalysis]) -> str:
     """Hours spent per figure (a run shared by figures counts in each) and in all, from the epoch times."""
     rows, seen = [], {}
     for a in analyses:
@@ -166,7 +166,7 @@ def build_report(results: Path | str = "results", preset: str = "mini", figures_
     asked = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
     checks = stability.checks(results, preset)
-    asked.append(stability.question(checks, preset))
+    asked.append(stability.question(checks))
     counts = {v: sum(c.verdict == v for c in claims) for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_ENOUGH)}
     summary = md_table(["claim", "measured", "verdict"], [[f"{_where(c)}: {c.statement}", c.measured, c.verdict]
                                                           for c in claims + controls])  # fmt: skip
@@ -185,7 +185,7 @@ def build_report(results: Path | str = "results", preset: str = "mini", figures_
     ]  # fmt: skip
     figures = [figure_section(a, figures_dir) for a in analyses]
     tail = ["## Stability of the DReg distance (M7)", stability.section(checks, figures_dir),
-            "## Compute", _compute(analyses, results, preset), "## Not run yet", _not_run(analyses)]  # fmt: skip
+            "## Compute", _compute(analyses), "## Not run yet", _not_run(analyses)]  # fmt: skip
     return "\n\n".join(head + figures + tail) + "\n"
 
 

@@ -216,7 +216,7 @@ def table_rows(found: list[Check]) -> list[list[str]]:
     return rows
 
 
-def question(found: list[Check], preset: str) -> Claim:
+def question(found: list[Check]) -> Claim:
     """M7: does the measured distance follow the prediction, in every run where the rule applies?"""
     decided = [c for c in found if c.holds is not None]
     failed = [f"{c.run} s{c.seed}" for c in decided if not c.holds]

@@ -20,7 +20,6 @@ from experiments.config import RunConfig
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 STEP_FLOPS, STEPS, WARMUP = 15e9, 8, 2  # a timed step of ~15 GFLOP; the fastest of 6 after 2 warm-ups
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
 @cache
@@ -32,7 +31,9 @@ def _per_image(model: str, site: str | None, width: float, classes: int, train: 
 
 def run_flops(cfg: RunConfig) -> float:
     """Training and validation FLOPs of the whole run (epochs x images x per-image FLOPs)."""
-    classes = NUM_CLASSES.get(cfg.dataset, 10)
+    from datamodules import DATAMODULES
+
+    classes = DATAMODULES[cfg.dataset].num_classes
     train = cfg.train_subset or TRAIN_IMAGES - (0 if cfg.val_from_test else cfg.val_size)
     steps = train // cfg.global_batch
     val = TEST_IMAGES if cfg.val_from_test else cfg.val_size
