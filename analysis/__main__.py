@@ -49,6 +49,13 @@ def cmd_stability(args: argparse.Namespace) -> None:
         print(f"wrote {path}")
 
 
+def cmd_precision(args: argparse.Namespace) -> None:
+    from analysis.precision import render
+
+    for path in render(args.results, args.preset, args.out):
+        print(f"wrote {path}")
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.results, args.preset, args.out)}")
 
@@ -64,12 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", type=Path, help="the report file (default RESULTS/PRESET/analysis/report.md)")
     stability = commands.add_parser("stability", help="every DReg run's distance per step against its prediction")
     stability.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
-    for sub in (figure, report, stability):
+    precision = commands.add_parser("precision", help="the same runs in bf16 and float32: within seed noise?")
+    precision.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
+    for sub in (figure, report, stability, precision):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
         sub.add_argument("--preset", default="mini", help="paper, mini or smoke (default mini)")
     args = parser.parse_args(argv)
     try:
-        {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability}[args.command](args)
+        {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability, "precision": cmd_precision}[
+            args.command
+        ](args)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

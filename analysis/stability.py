@@ -140,14 +140,15 @@ def check_run(run: pd.DataFrame) -> Check:
     if row["dreg_form"] == "frobenius":
         fit = (check.steps >= FIT_FROM_STEP) & np.isfinite(check.measured) & (check.measured > 0)
         if fit.sum() >= 2:  # per-step growth: exp of the slope of log ||D|| over the same steps, both sides
-            check.growth_measured = _growth(check.steps[fit], check.measured[fit])
-            check.growth_predicted = _growth(check.steps[fit], predicted[check.steps[fit]])
+            check.growth_measured = growth(check.steps[fit], check.measured[fit])
+            check.growth_predicted = growth(check.steps[fit], predicted[check.steps[fit]])
         step = overflow_step(predicted)
         check.predicted_epoch = None if step is None else step // per_epoch
     return check
 
 
-def _growth(steps: np.ndarray, distance: np.ndarray) -> float:
+def growth(steps: np.ndarray, distance: np.ndarray) -> float:
+    """Per-step growth factor of ``distance``: exp of the least-squares slope of its log over ``steps``."""
     return float(math.exp(np.polyfit(steps, np.log(distance), 1)[0]))
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import skip_malloc_ramp
+from lightning_modules.nets import NETS
 
-CPU_BENCHMARKS = ("dreg_overhead", "framework", "data", "memory")
-BENCHMARKS = (*CPU_BENCHMARKS, "gpu")
+CPU_BENCHMARKS = ("step", "dreg_overhead", "framework", "data", "memory")
+BENCHMARKS = (*CPU_BENCHMARKS, "profile", "gpu")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,12 +28,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 (official layout); else fake data")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
+    p.add_argument("--model", choices=list(NETS), default="mobilenetv2", help="the network `profile` profiles")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     opts = parser().parse_args(argv)
-    names = [opts.name] if opts.name != "all" else list(BENCHMARKS if opts.device == "cuda" else CPU_BENCHMARKS)
+    names = [opts.name] if opts.name != "all" else [*CPU_BENCHMARKS, *(["gpu"] if opts.device == "cuda" else [])]
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA device; none is visible here")
     skip_malloc_ramp()

@@ -193,7 +193,7 @@ def _alive(pid: int | None) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.train import train
 
-    values: dict[str, Any] = preset_settings(args.preset) if args.preset else {}
+    values: dict[str, Any] = {}
     if args.config:
         try:
             loaded = yaml.safe_load(args.config.read_text()) or {}
@@ -207,6 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         values.update(loaded)
     values.update(_key_values(args.settings))
     values.update(_overrides(args))
+    if args.preset:  # under the run's own settings: the preset's for the run's network
+        values = {**preset_settings(args.preset, values.get("model", RunConfig.model)), **values}
     status = train(RunConfig.from_dict(values), _execution(args))
     if status:
         print(f"{status['state']}: best val/acc {status.get('best_val_acc', float('nan')):.4f}")

@@ -92,7 +92,7 @@ class RunConfig(ModuleSettings):
     def preset_defaults(self) -> RunConfig:
         """The config a figure at this preset starts from: the defaults below, then the preset's settings."""
         presets = load_presets()
-        settings = preset_settings(self.preset) if self.preset in presets else {"preset": self.preset}
+        settings = preset_settings(self.preset, self.model) if self.preset in presets else {"preset": self.preset}
         return RunConfig(**settings)
 
     def module_kwargs(self) -> dict[str, Any]:
@@ -193,12 +193,13 @@ def load_presets() -> dict[str, dict[str, Any]]:
     return yaml.safe_load((HERE / "presets.yaml").read_text())
 
 
-def preset_settings(preset: str) -> dict[str, Any]:
+def preset_settings(preset: str, model: str | None = None) -> dict[str, Any]:
+    """The preset's run settings; with ``model``, its settings for that network (``by_model``) on top."""
     presets = load_presets()
     if preset not in presets:
         raise ExperimentError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
-    settings = {k: v for k, v in presets[preset].items() if k != "description"}
-    return {**settings, "preset": preset}
+    settings = {k: v for k, v in presets[preset].items() if k not in ("description", "by_model")}
+    return {**settings, **presets[preset].get("by_model", {}).get(model, {}), "preset": preset}
 
 
 def _expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -213,13 +214,13 @@ def load_figure(name: str, preset: str, seeds: int = 1, overrides: dict[str, Any
     if name not in FIGURE_NAMES:
         raise ExperimentError(f"unknown figure {name!r}: choose one of {', '.join(FIGURE_NAMES)}")
     spec = yaml.safe_load((FIGURES_DIR / f"{name}.yaml").read_text())
-    base = {**preset_settings(preset), **spec.get("defaults", {}), **(overrides or {})}
+    preset_settings(preset)  # an unknown preset is refused before anything else
     figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())))
     for panel, grids in spec["panels"].items():
+        runs = [{**spec.get("defaults", {}), **run, **(overrides or {})} for grid in grids for run in _expand(grid)]
         figure.panels[panel] = [
-            RunConfig.from_dict({**base, **run, **(overrides or {}), "seed": seed})
-            for grid in grids
-            for run in _expand(grid)
+            RunConfig.from_dict({**preset_settings(preset, run.get("model", RunConfig.model)), **run, "seed": seed})
+            for run in runs
             for seed in range(seeds)
         ]
     return figure

@@ -65,6 +65,20 @@ def _quick(name: str, out: Path) -> dict:
 
 
 @pytest.mark.slow
+def test_step_quick(tmp_path: Path) -> None:
+    record = _quick("step", tmp_path)
+    assert [(r["model"], r["variant"]) for r in record["rows"][:3]] == [
+        ("vgg16", "fp32"), ("vgg16", "channels_last"), ("vgg16", "bf16+channels_last")
+    ]  # fmt: skip
+    assert len(record["rows"]) == 12 and all(
+        r["gflop_per_s"] > 0 and r["ci_lo_ms"] <= r["step_ms"] for r in record["rows"]
+    )
+    assert record["rows"][0]["speedup"] == 1.0
+    assert set(record["mobilenetv2_rate_over_resnet18"]) == {"fp32", "channels_last", "bf16", "bf16+channels_last"}
+    assert set(record["mini_before_after"]) == {"before", "after"}
+
+
+@pytest.mark.slow
 def test_dreg_overhead_quick(tmp_path: Path) -> None:
     record = _quick("dreg_overhead", tmp_path)
     assert {"flop_counter", "rows", "r1_excess", "target_met"} <= set(record)

@@ -327,3 +327,24 @@ def test_one_run_builds_one_lightning_module_and_each_default_is_written_once(da
     sources = "".join(p.read_text() for p in (ROOT / "experiments").glob("*.py"))
     sources += "".join(p.read_text() for p in (ROOT / "lightning_modules").rglob("*.py"))
     assert len(re.findall(r"dreg_lambda: float = 0\.1", sources)) == 1
+
+
+def test_a_preset_can_set_a_network_its_own_layout(monkeypatch):
+    """mini and quick give MobileNetV2 NCHW (by_model in presets.yaml): in every figure, in `train`, and in
+    the name's defaults (no `nochannels_last`); an explicit setting still wins and is named."""
+    import experiments.train
+    from experiments.__main__ import main
+
+    for preset in ("mini", "quick"):
+        mobile = [r for name in FIGURE_NAMES for r in load_figure(name, preset).runs if r.model == "mobilenetv2"]
+        assert mobile and not any(r.channels_last for r in mobile)
+        assert not any("channels_last" in r.name for r in mobile)
+        assert all(r.channels_last for r in load_figure("fig2", preset).runs)
+    assert all(r.channels_last for r in load_figure("fig4", "paper").runs)
+    forced = load_figure("fig4", "mini", overrides={"channels_last": True}).runs[0]
+    assert forced.channels_last and "-channels_last-" in forced.name
+    seen: list[RunConfig] = []
+    monkeypatch.setattr(experiments.train, "train", lambda cfg, ex: seen.append(cfg) or {"state": "done"})
+    assert main(["train", "--preset", "mini", "model=mobilenetv2"]) == 0
+    assert main(["train", "--preset", "mini", "model=vgg16"]) == 0
+    assert [c.channels_last for c in seen] == [False, True]
