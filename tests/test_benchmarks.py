@@ -79,6 +79,25 @@ def test_step_quick(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_profile_quick(tmp_path: Path) -> None:
+    main(["profile", "--quick", "--bf16", "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "profile-mobilenetv2.json").read_text())
+    parts = {r["part"]: r for r in record["rows"]}
+    assert {"depthwise conv fwd", "depthwise conv bwd", "pointwise (1x1) conv fwd", "BatchNorm bwd"} <= set(parts)
+    assert sum(r["share"] for r in record["rows"]) == pytest.approx(1.0)
+
+
+def test_conv_kinds_are_told_apart_by_the_weight() -> None:
+    from benchmarks.profile import conv_kind, group
+
+    assert conv_kind([32, 1, 3, 3]) == "depthwise conv"
+    assert conv_kind([64, 32, 1, 1]) == "pointwise (1x1) conv"
+    assert conv_kind([64, 32, 3, 3]) == "dense conv"
+    assert group("aten::convolution_backward", [[2, 8, 5, 5], [2, 8, 5, 5], [8, 1, 3, 3]]) == "depthwise conv bwd"
+    assert group("aten::mkldnn_convolution", [[2, 8, 5, 5], [16, 8, 1, 1]]) == "pointwise (1x1) conv fwd"
+
+
+@pytest.mark.slow
 def test_dreg_overhead_quick(tmp_path: Path) -> None:
     record = _quick("dreg_overhead", tmp_path)
     assert {"flop_counter", "rows", "r1_excess", "target_met"} <= set(record)
