@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.records import AnalysisError, load_results, run_key
+from analysis.records import FINISHED, AnalysisError, load_results, run_key
 from analysis.stability import growth, growth_root
 
 BF16, FP32 = "bf16-mixed", "32-true"
@@ -72,7 +72,7 @@ class Arm:
 def arms(results: Path | str, preset: str) -> list[Arm]:
     """Every finished run config recorded in both precisions, with the seeds finished in both."""
     table = load_results(results, preset)
-    table = table[table["state"].isin(["done", "diverged"])]
+    table = table[table["state"].isin(FINISHED)]
     table = table.assign(key=[re.sub(r"-precision[^-]+", "", run_key(n)) for n in table["run_name"]])
     found = []
     for key, rows in table.groupby("key", sort=True):
@@ -80,18 +80,16 @@ def arms(results: Path | str, preset: str) -> list[Arm]:
         seeds = sorted(set(by[BF16]["seed"]) & set(by[FP32]["seed"]))
         if not seeds:
             continue
-        acc, grow = {}, {}
-        for p, r in by.items():
-            runs = [r[r["seed"] == s].sort_values("epoch") for s in seeds]
-            epochs = min(len(x) for x in runs)
-            acc[p] = np.stack([x["val/acc"].to_numpy(float)[:epochs] for x in runs])
-            grow[p] = [run_growth(x) for x in runs] if "dreg/distance" in r and r["dreg/distance"].notna().any() else []
-        epochs = min(a.shape[1] for a in acc.values())
+        runs = {p: [r[r["seed"] == s].sort_values("epoch") for s in seeds] for p, r in by.items()}
+        epochs = min(len(x) for per_seed in runs.values() for x in per_seed)  # the epochs every run has
+        acc = {p: np.stack([x["val/acc"].to_numpy(float)[:epochs] for x in xs]) for p, xs in runs.items()}
+        dreg = "dreg/distance" in rows and rows["dreg/distance"].notna().any()
+        grow = {p: [run_growth(x) for x in xs] if dreg else [] for p, xs in runs.items()}
         row = by[BF16].iloc[0]
         predicted = (
             growth_root(row["lr"], row["momentum"], row["dreg_lambda"], row["weight_decay"]) if grow[BF16] else None
         )
-        found.append(Arm(key, seeds, {p: a[:, :epochs] for p, a in acc.items()}, grow, predicted))
+        found.append(Arm(key, seeds, acc, grow, predicted))
     if not found:
         raise AnalysisError(f"no run under {Path(results) / preset} finished in both {BF16} and {FP32}: run "
                             f"the same runs with --precision 32-true")  # fmt: skip

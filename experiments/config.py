@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import functools
 import itertools
 import math
 import re
@@ -214,12 +215,13 @@ def load_figure(name: str, preset: str, seeds: int = 1, overrides: dict[str, Any
     if name not in FIGURE_NAMES:
         raise ExperimentError(f"unknown figure {name!r}: choose one of {', '.join(FIGURE_NAMES)}")
     spec = yaml.safe_load((FIGURES_DIR / f"{name}.yaml").read_text())
-    preset_settings(preset)  # an unknown preset is refused before anything else
+    settings = functools.cache(lambda model: preset_settings(preset, model))  # the YAML read once per network
+    settings(RunConfig.model)  # an unknown preset is refused before anything else
     figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())))
     for panel, grids in spec["panels"].items():
         runs = [{**spec.get("defaults", {}), **run, **(overrides or {})} for grid in grids for run in _expand(grid)]
         figure.panels[panel] = [
-            RunConfig.from_dict({**preset_settings(preset, run.get("model", RunConfig.model)), **run, "seed": seed})
+            RunConfig.from_dict({**settings(run.get("model", RunConfig.model)), **run, "seed": seed})
             for run in runs
             for seed in range(seeds)
         ]
