@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     precision.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
     for sub in (figure, report, stability, precision):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
-        sub.add_argument("--preset", default="mini", help="paper, mini or smoke (default mini)")
+        sub.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (default mini)")
     args = parser.parse_args(argv)
     try:
         {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability, "precision": cmd_precision}[

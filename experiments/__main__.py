@@ -44,7 +44,7 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", default="mini", help="paper, mini, quick or smoke (experiments/presets.yaml)")
+    parser.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (experiments/presets.yaml)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every run")
     parser.add_argument("--dataset", help="run the figure on another dataset (e.g. cifar10 without CIFAR-100)")
     parser.add_argument("--micro-batch", type=int, help="per-device micro-batch (BatchNorm sees it); default: all")

@@ -242,7 +242,7 @@ def test_cli(tmp_path, capsys):
     assert main(["report", "--results", str(tmp_path), "--preset", "smoke"]) == 2
     assert capsys.readouterr().err.startswith("error: no run records under")
     assert main(["figure", "fig2", "--results", str(tmp_path), "--preset", "huge"]) == 2
-    assert capsys.readouterr().err == "error: unknown preset 'huge': choose one of paper, mini, quick, smoke\n"
+    assert capsys.readouterr().err == "error: unknown preset 'huge': choose one of paper, mini, quick, full, smoke\n"
     with pytest.raises(SystemExit) as exit_:
         main(["plot"])
     assert exit_.value.code == 2 and capsys.readouterr().err.count("\n") == 1

@@ -33,6 +33,9 @@ COMMANDS = [
 ]
 
 
+SCALES = ("mini", "quick", "full")  # the presets a test runs at the smoke scale instead
+
+
 def _test_sized(line: str, tmp: Path, data: Path) -> list[str] | None:
     """The README's command in a form that runs here in seconds, or None where it cannot (a file of yours)."""
     argv = shlex.split(line)
@@ -40,11 +43,11 @@ def _test_sized(line: str, tmp: Path, data: Path) -> list[str] | None:
     if "--config" in argv:
         return None
     if tool == "analysis":
-        return [*[a if a not in ("mini", "quick") else "smoke" for a in argv[1:]], "--results", str(tmp)]
+        return [*[a if a not in SCALES else "smoke" for a in argv[1:]], "--results", str(tmp)]
     if command == "run":  # the plan, not the training: --dry-run reads no data and writes nothing
         return [*argv[1:], *([] if "--dry-run" in argv else ["--dry-run"]), "--results", str(tmp / "dry")]
     if command == "train":  # trained for real, at the smoke scale
-        argv = [a if a != "mini" else "smoke" for a in argv]
+        argv = [a if a not in SCALES else "smoke" for a in argv]
         return [*argv[1:], "--data-dir", str(data), "--no-verify", "--accelerator", "cpu", "--no-progress",
                 "--results", str(tmp / "train")]  # fmt: skip
     if command == "wandb-sweep":
