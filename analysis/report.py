@@ -121,13 +121,17 @@ def _scope(analyses: list[cl.FigureAnalysis], preset: str) -> str:
 
 def _scale_deviation(preset: str) -> str:
     """The deviation of the preset's scale from the paper's: smaller data, batches and widths, or a hold-out."""
-    s = preset_settings(preset)
-    if s["batch_scale"] == 1 and s["width"] == 1:
+    s, paper = preset_settings(preset), preset_settings("paper")
+    if s["batch_scale"] == paper["batch_scale"] and s["width"] == paper["width"]:
         held = "" if s["val_from_test"] else (f"; {s['val_size']:,} training images are held out for validation, "
                                                 "so an epoch has fewer steps than the paper's")  # fmt: skip
         return f"- Scale: the paper's widths and batches{held}."
     part = Fraction(s["batch_scale"]).limit_denominator(1024)
-    epochs = "the paper's 300 epochs" if s["epochs"] == 300 else f"{s['epochs']} epochs, not the paper's 300"
+    epochs = (
+        f"the paper's {paper['epochs']} epochs"
+        if s["epochs"] == paper["epochs"]
+        else f"{s['epochs']} epochs, not the paper's {paper['epochs']}"
+    )
     return (f"- Scale: {s['train_subset']:,} training images with every batch x{part}, which keeps the paper's "
             f"steps per epoch, {epochs}, at width {s['width']:g}; BatchNorm therefore sees {part} of the paper's "
             "batch.")  # fmt: skip
