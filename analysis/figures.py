@@ -22,6 +22,7 @@ from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curve
 from experiments.config import RunConfig
 
 BASELINE_COLOR = "black"
+LEGEND_INSIDE = 6  # a panel with more lines than this has its legend under it, off the curves
 
 
 @dataclass
@@ -164,14 +165,17 @@ def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
     """The figure of ``records``: one axes per panel, one line per run found; and the notes to print."""
     style = STYLES[records.spec.kind](records)
     panels = curves(records)
-    fig = Figure(figsize=(5.4 * len(panels), 4.9), layout="constrained")
+    rows_below = max([(len(lines) + 1) // 2 for lines in panels.values() if len(lines) > LEGEND_INSIDE] or [0])
+    fig = Figure(figsize=(5.4 * len(panels), 4.9 + 0.17 * rows_below), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     skipped = []
     for ax, (panel, lines) in zip(axes, panels.items(), strict=True):
         runs = records.spec.panels[panel]
         for curve in lines:
             draw_curve(ax, curve, style(curve.config))
-        if lines:
+        if len(lines) > LEGEND_INSIDE:
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2)
+        elif lines:
             ax.legend(fontsize=7.5, loc="lower right")
         else:
             ax.text(0.5, 0.5, "no records yet", transform=ax.transAxes, ha="center", va="center", color="gray")

@@ -223,6 +223,13 @@ def test_single_seed_diverged_run_is_marked(tmp_path):
     assert [t.get_text() for t in b.get_legend().get_texts()].count("DReg λ=1 (diverged)") == 1
 
 
+def test_a_crowded_panel_has_its_legend_under_it(tmp_path):
+    write_fake_records(tmp_path, "mechanism")
+    a, b = render("mechanism", tmp_path, "smoke", tmp_path).figure.axes  # 13 lines in (a), 5 in (b)
+    assert a.get_legend().get_window_extent().y1 < a.get_window_extent().y0
+    assert b.get_window_extent().contains(*b.get_legend().get_window_extent().p0)
+
+
 # --- report and CLI ----------------------------------------------------------------------------------------
 
 
