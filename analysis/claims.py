@@ -7,7 +7,8 @@ Definitions (the report repeats them):
 - Speed-up of a DReg run over its baseline (the run with the same config and no DReg): the target is the
   baseline's best validation accuracy; the speed-up is (first epoch at which the baseline reaches the
   target) / (first epoch at which the DReg run reaches it). A DReg run that never reaches it has no
-  speed-up; where speed-ups are ranked or averaged it counts as 0.
+  speed-up; where speed-ups are ranked or averaged it counts as 0. Both curves of a comparison are means over
+  the seeds both runs have (the table's "seeds"), so that partly run seeds compare like with like.
 - Gain: DReg best validation accuracy minus the baseline's, in points of accuracy.
 - A trend is Spearman's rank correlation (average ranks for ties) between the setting and the measure;
   a claimed trend is reproduced when |rho| >= 0.5 with the claimed sign, over at least 3 settings.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curves, describe, run_key
+from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curve, describe, run_key
 from experiments.config import RunConfig
 
 REPRODUCED, NOT_REPRODUCED, NOT_ENOUGH = "reproduced", "not reproduced", "not enough data"
@@ -117,40 +118,65 @@ def spearman(x: list[float], y: list[float]) -> float:
 SUMMARY = ("best", "best_epoch", "final", "last_epoch", "epoch", "step")
 
 
-def _curve_summary(prefix: str, curve: Curve | None, target: float | None) -> dict:
-    if curve is None:
+def _curve_summary(prefix: str, line: Curve | None, target: float | None, state: str) -> dict:
+    if line is None:
         return {f"{prefix}_state": "missing", **{f"{prefix}_{key}": None for key in SUMMARY}}
-    best = int(np.argmax(curve.mean))
-    reached = None if target is None else first_epoch_reaching(curve.epochs, curve.mean, target)
+    best = int(np.argmax(line.mean))
+    reached = None if target is None else first_epoch_reaching(line.epochs, line.mean, target)
     step = None
-    if reached is not None and curve.steps is not None:
-        step = int(curve.steps[list(curve.epochs).index(reached)])
+    if reached is not None and line.steps is not None:
+        step = int(line.steps[list(line.epochs).index(reached)])
     return {
-        f"{prefix}_state": curve.state, f"{prefix}_best": float(curve.mean[best]),
-        f"{prefix}_best_epoch": int(curve.epochs[best]), f"{prefix}_final": float(curve.mean[-1]),
-        f"{prefix}_last_epoch": int(curve.epochs[-1]), f"{prefix}_epoch": reached, f"{prefix}_step": step,
+        f"{prefix}_state": state, f"{prefix}_best": float(line.mean[best]),
+        f"{prefix}_best_epoch": int(line.epochs[best]), f"{prefix}_final": float(line.mean[-1]),
+        f"{prefix}_last_epoch": int(line.epochs[-1]), f"{prefix}_epoch": reached, f"{prefix}_step": step,
     }  # fmt: skip
 
 
+def seed_words(seeds: list[int]) -> str:
+    """'0-2', '0, 2' or '0'."""
+    if len(seeds) > 1 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
+def compared_pair(rows: pd.DataFrame, base_cfg: RunConfig, cfg: RunConfig) -> tuple[Curve | None, Curve | None, str]:
+    """A DReg line and its baseline, each the mean over the seeds both have (so that partly run seeds compare
+    like with like), or over their own seeds when they share none; and which seeds those are."""
+    base, dreg = (rows[rows["run"] == run_key(c.name)] for c in (base_cfg, cfg))
+    shared = sorted(set(base["seed"]) & set(dreg["seed"]))
+    if shared:
+        base, dreg = (r[r["seed"].isin(shared)] for r in (base, dreg))
+        words = seed_words(shared)
+    else:
+        words = " / ".join(seed_words(sorted(set(r["seed"]))) if len(r) else "-" for r in (base, dreg))
+    return (curve(base, base_cfg) if len(base) else None), (curve(dreg, cfg) if len(dreg) else None), words
+
+
 def comparisons(records: FigureRecords) -> pd.DataFrame:
-    """One row per DReg run of the figure against its baseline: speed-up, best and final accuracy, states."""
-    lines = {c.run: c for panel in curves(records).values() for c in panel}
+    """One row per DReg run of the figure against its baseline: speed-up, best and final accuracy over the
+    seeds both have; states and whether the comparison is finished over all their seeds."""
+    key = ["run", "seed", "epochs_trained"]
+    table = records.table.drop_duplicates(key) if len(records.table) else pd.DataFrame(columns=key)
     rows = []
     for panel, runs in records.spec.panels.items():
         for cfg in runs:
             if cfg.dreg_site is None:
                 continue
             base_cfg = dataclasses.replace(cfg, dreg_site=None)
-            base = lines.get(run_key(base_cfg.name))
-            dreg = lines.get(run_key(cfg.name))
+            base, dreg, seeds = compared_pair(table, base_cfg, cfg)
+            every = {role: curve(r, c) if len(r := table[table["run"] == run_key(c.name)]) else None
+                     for role, c in (("base", base_cfg), ("dreg", cfg))}  # fmt: skip
+            states = {role: line.state if line is not None else "missing" for role, line in every.items()}
             target = float(base.mean.max()) if base is not None else None
             row = {
                 "panel": panel, "run": run_key(cfg.name), "model": cfg.model, "batch_size": cfg.batch_size,
                 "global_batch": cfg.global_batch, "momentum": cfg.momentum, "dreg_site": cfg.dreg_site,
                 "dreg_lambda": cfg.dreg_lambda, "dreg_form": cfg.dreg_form, "path_loss": cfg.path_loss,
-                "target": target, **_curve_summary("base", base, target), **_curve_summary("dreg", dreg, target),
+                "target": target, "seeds": seeds, **_curve_summary("base", base, target, states["base"]),
+                **_curve_summary("dreg", dreg, target, states["dreg"]),
             }  # fmt: skip
-            row["finished"] = base is not None and dreg is not None and base.finished and dreg.finished
+            row["finished"] = all(line is not None and line.finished for line in every.values())
             reached = row.get("dreg_epoch") is not None and row.get("base_epoch") is not None
             row["speedup"] = row["base_epoch"] / row["dreg_epoch"] if reached else None
             row["gain"] = row["dreg_best"] - row["base_best"] if base is not None and dreg is not None else None

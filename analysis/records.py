@@ -252,33 +252,31 @@ class Curve:
         return "done"
 
 
+def curve(run: pd.DataFrame, cfg: RunConfig) -> Curve:
+    """One line from the tidy rows of one run (all its seeds, or those a comparison shares)."""
+    acc = run.pivot_table(index="epochs_trained", columns="seed", values="val/acc", aggfunc="first")
+    per_seed = run.groupby("seed", sort=True)
+    states = per_seed["state"].first()
+    last = per_seed["epochs_trained"].max()
+    steps = run.groupby("epochs_trained")["step"].mean().reindex(acc.index) if "step" in run else None
+    return Curve(
+        run=run_key(cfg.name),
+        epochs=acc.index.to_numpy(),
+        mean=acc.mean(axis=1).to_numpy(),
+        low=acc.min(axis=1).to_numpy(),
+        high=acc.max(axis=1).to_numpy(),
+        steps=None if steps is None else steps.to_numpy(),
+        config=cfg,
+        seeds=tuple(int(s) for s in states.index),
+        states=tuple(str(s) for s in states),
+        diverged_at=tuple(int(last[s]) for s in states.index if states[s] == "diverged"),
+    )
+
+
 def curves(records: FigureRecords) -> dict[str, list[Curve]]:
     """Per panel, in the spec's order, the lines that have records (missing runs are skipped)."""
     out: dict[str, list[Curve]] = {}
     for panel, runs in records.spec.panels.items():
         rows = records.table[records.table["panel"] == panel] if len(records.table) else records.table
-        out[panel] = []
-        for cfg in runs:
-            run = rows[rows["run"] == run_key(cfg.name)]
-            if not len(run):
-                continue
-            acc = run.pivot_table(index="epochs_trained", columns="seed", values="val/acc", aggfunc="first")
-            per_seed = run.groupby("seed", sort=True)
-            states = per_seed["state"].first()
-            last = per_seed["epochs_trained"].max()
-            steps = run.groupby("epochs_trained")["step"].mean().reindex(acc.index) if "step" in run else None
-            out[panel].append(
-                Curve(
-                    run=run_key(cfg.name),
-                    epochs=acc.index.to_numpy(),
-                    mean=acc.mean(axis=1).to_numpy(),
-                    low=acc.min(axis=1).to_numpy(),
-                    high=acc.max(axis=1).to_numpy(),
-                    steps=None if steps is None else steps.to_numpy(),
-                    config=cfg,
-                    seeds=tuple(int(s) for s in states.index),
-                    states=tuple(str(s) for s in states),
-                    diverged_at=tuple(int(last[s]) for s in states.index if states[s] == "diverged"),
-                )
-            )
+        out[panel] = [curve(run, cfg) for cfg in runs if len(run := rows[rows["run"] == run_key(cfg.name)])]
     return out

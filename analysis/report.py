@@ -51,14 +51,15 @@ def _best(row: pd.Series, prefix: str) -> str:
 
 def comparison_table(kind: str, table: pd.DataFrame) -> str:
     """One line per DReg run against its baseline, accuracies in %, epochs 1-based."""
-    header = ["panel", "setting", "baseline best (epoch)", "baseline final", "DReg best (epoch)", "DReg final",
-              "epoch reaching baseline best: baseline / DReg (steps)", "speed-up", "per seed", "states"]  # fmt: skip
+    header = ["panel", "setting", "seeds", "baseline best (epoch)", "baseline final", "DReg best (epoch)",
+              "DReg final", "epoch reaching baseline best: baseline / DReg (steps)", "speed-up", "per seed",
+              "states"]  # fmt: skip
     rows = []
     for _, r in table.iterrows():
         reach = f"{_num(r['base_epoch'])} / {_num(r['dreg_epoch'])} ({_num(r['base_step'])} / {_num(r['dreg_step'])})"
         both = r["dreg_state"] != "missing" and r["base_state"] != "missing"
         rows.append([
-            r["panel"], setting(kind, r), _best(r, "base"), cl.pct(r["base_final"]), _best(r, "dreg"),
+            r["panel"], setting(kind, r), r["seeds"], _best(r, "base"), cl.pct(r["base_final"]), _best(r, "dreg"),
             cl.pct(r["dreg_final"]), reach if r["base_state"] != "missing" else "-",
             cl.fmt_speedup(r["speedup"]) if both else "-", r["per_seed"], f"{r['base_state']} / {r['dreg_state']}",
         ])  # fmt: skip

@@ -88,6 +88,22 @@ def test_claims_need_finished_runs(tmp_path):
     assert [c.verdict for c in claims] == [cl.NOT_ENOUGH, cl.NOT_ENOUGH]
 
 
+def test_a_comparison_averages_only_the_seeds_both_runs_have(tmp_path):
+    base, dreg = (next(c for c in load_figure("fig2", "smoke").runs if c.batch_size == 30720 and key in c.name)
+                  for key in ("-base", "-dreg"))  # fmt: skip
+    for cfg, seed, acc in ((base, 0, ramp(0.8, 30)), (base, 1, ramp(0.6, 10)), (dreg, 0, ramp(0.8, 15))):
+        write_run(tmp_path, RunConfig.from_dict({**cfg.to_dict(), "seed": seed}), acc)
+
+    def row() -> dict:
+        table = cl.comparisons(load_figure_records("fig2", tmp_path, "smoke"))
+        return table[table["batch_size"] == 30720].iloc[0].to_dict()
+
+    # over both baseline seeds the target would be 70% and the speed-up 30 / 14; over seed 0 alone it is 30 / 15
+    assert (row()["seeds"], row()["base_best"], row()["speedup"]) == ("0", pytest.approx(0.8), pytest.approx(2.0))
+    write_run(tmp_path, RunConfig.from_dict({**dreg.to_dict(), "seed": 1}), ramp(0.6, 5))
+    assert (row()["seeds"], row()["base_best"], row()["speedup"]) == ("0-1", pytest.approx(0.7), pytest.approx(2.0))
+
+
 def test_site_lambda_momentum_rankings_and_controls(tmp_path):
     best = {"R1": 0.7, "R2": 0.68, "R3": 0.66, "R4": 0.5, "R5": 0.64, "R6": 0.62, "R7": 0.6}
     for cfg in load_figure("fig6", "smoke").runs:
@@ -240,7 +256,7 @@ def test_report_states_each_claim_with_a_verdict(tmp_path):
     assert "**reproduced** (fig2): the speed-up grows with batch size." in text
     assert "**not enough data** (fig6 (a)): MobileNetV2: DReg closer to the output works better." in text
     assert "Paper claims: 2 reproduced, 0 not reproduced, 17 not enough data." in text
-    assert "| a | BS 2k (run: 16) | 80.0% (30) | 80.0% | 80.0% (15) | 80.0% | 30 / 15 (" in text
+    assert "| a | BS 2k (run: 16) | 0 | 80.0% (30) | 80.0% | 80.0% (15) | 80.0% | 30 / 15 (" in text
 
 
 def test_cli(tmp_path, capsys):
