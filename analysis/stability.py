@@ -46,17 +46,15 @@ def simulate(
     Runs the optimizer's recurrence on the scalar distance in float64; past float32's range the values are
     still finite here, so the overflow step can be read off. ``cosine`` has no prediction: NaN.
     """
+    if form not in ("frobenius", "norm"):
+        return np.full(len(lrs) + 1, math.nan)
     d = np.empty(len(lrs) + 1)
     d[0], v = initial, 0.0
-    for t, lr in enumerate(lrs):
-        if form == "frobenius":
-            g = (weight_decay - 4 * lam) * d[t]
-        elif form == "norm":
-            g = weight_decay * d[t] - 2 * lam
-        else:
-            return np.full(len(lrs) + 1, math.nan)
-        v = momentum * v + g
-        d[t + 1] = d[t] - lr * v
+    with np.errstate(over="ignore", invalid="ignore"):  # frobenius over thousands of steps passes float64's range
+        for t, lr in enumerate(lrs):
+            g = (weight_decay - 4 * lam) * d[t] if form == "frobenius" else weight_decay * d[t] - 2 * lam
+            v = momentum * v + g
+            d[t + 1] = d[t] - lr * v
     return d
 
 
@@ -71,7 +69,8 @@ def lr_per_step(row: pd.Series, steps: int) -> list[float]:
 
 def overflow_step(d: np.ndarray) -> int | None:
     """The first step whose loss holds ``||D||^2`` past float32's range (the run's non-finite loss)."""
-    over = np.flatnonzero(np.asarray(d) ** 2 > FLOAT32_MAX)
+    with np.errstate(over="ignore"):
+        over = np.flatnonzero(np.asarray(d) ** 2 > FLOAT32_MAX)
     return int(over[0]) if len(over) else None
 
 

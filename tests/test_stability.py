@@ -1,6 +1,7 @@
 """The stability predictor against PyTorch's own SGD, against a real training run, and its overflow step."""
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,15 @@ def test_the_overflow_step_of_the_mini_2k_run():
     step = overflow_step(d)
     assert d[step] ** 2 > np.finfo(np.float32).max >= d[step - 1] ** 2
     assert 285 <= step <= 295 and step // 24 == 12
+
+
+def test_a_long_frobenius_prediction_passes_float64_quietly():
+    """7,200 steps at 2k run far past float64's range: the overflow step is still read, with no warning printed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        d = simulate("frobenius", [0.1] * 7200, 0.9, 0.1, 5e-4, 0.16)
+        step = overflow_step(d)
+    assert not np.isfinite(d[-1]) and 285 <= step <= 295
 
 
 def test_the_prediction_follows_a_real_run(tmp_path: Path):
