@@ -44,13 +44,14 @@ def simulate(
     """``||W_R - W_L||`` after each of ``len(lrs)`` steps (index 0: before any step), from ``initial``.
 
     Runs the optimizer's recurrence on the scalar distance in float64; past float32's range the values are
-    still finite here, so the overflow step can be read off. ``cosine`` has no prediction: NaN.
+    still finite here, so the overflow step can be read off (a frobenius prediction over thousands of steps
+    goes on to pass float64's range too, quietly: inf). ``cosine`` has no prediction: NaN.
     """
     if form not in ("frobenius", "norm"):
         return np.full(len(lrs) + 1, math.nan)
     d = np.empty(len(lrs) + 1)
     d[0], v = initial, 0.0
-    with np.errstate(over="ignore", invalid="ignore"):  # frobenius over thousands of steps passes float64's range
+    with np.errstate(over="ignore", invalid="ignore"):
         for t, lr in enumerate(lrs):
             g = (weight_decay - 4 * lam) * d[t] if form == "frobenius" else weight_decay * d[t] - 2 * lam
             v = momentum * v + g
@@ -69,8 +70,7 @@ def lr_per_step(row: pd.Series, steps: int) -> list[float]:
 
 def overflow_step(d: np.ndarray) -> int | None:
     """The first step whose loss holds ``||D||^2`` past float32's range (the run's non-finite loss)."""
-    with np.errstate(over="ignore"):
-        over = np.flatnonzero(np.asarray(d) ** 2 > FLOAT32_MAX)
+    over = np.flatnonzero(np.abs(np.asarray(d)) > math.sqrt(FLOAT32_MAX))
     return int(over[0]) if len(over) else None
 
 
