@@ -11,6 +11,9 @@ export WANDB_SILENT ?= true
 DATA_DIR := $(or $(DREG_DATA_DIR),$(HOME)/.cache/dreg/data)
 LOCAL_CIFAR := ../shared/data/cifar10
 CIFAR10 := $(DATA_DIR)/cifar-10-batches-py
+# The quick preset trains in bf16, which is many times slower than float32 on a CPU without native bf16
+# (no AVX512-BF16 or AMX): the demo trains in float32 there (evaluated once the .venv exists).
+DEMO_PRECISION = $(shell $(PY) -c 'from experiments.train import bf16_is_native; bf16_is_native() or print("--precision 32-true")')
 
 .PHONY: test test-fast lint demo clean-venv gpu-check
 
@@ -34,7 +37,7 @@ demo: $(VENV)/.installed
 	fi
 	@echo "make demo: Fig. 2's batch-2k pair at the quick scale (15 epochs: shapes, not verdicts)"
 	$(PY) -m experiments run fig2 --only 'bs2048-' --preset quick --results results --data-dir "$(DATA_DIR)" \
-		$$( { [ -n "$$DREG_DATA_DIR" ] || [ -f "$(CIFAR10)/.local-copy" ]; } && echo --no-verify)
+		$$( { [ -n "$$DREG_DATA_DIR" ] || [ -f "$(CIFAR10)/.local-copy" ]; } && echo --no-verify) $(DEMO_PRECISION)
 	$(PY) -m analysis figure fig2 --preset quick --results results
 	$(PY) -m analysis report --preset quick --results results
 	@echo "demo done: the figure and the report are in results/quick/analysis/"

@@ -10,7 +10,7 @@ from typing import NoReturn
 from analysis.figures import draw, save
 from analysis.records import AnalysisError, load_figure_records
 from analysis.report import write_report
-from experiments.config import FIGURE_NAMES
+from experiments.config import FIGURE_NAMES, PRECISIONS
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ def cmd_figure(args: argparse.Namespace) -> None:
     names = FIGURE_NAMES if args.figure == "all" else (args.figure,)
     drawn = 0
     for name in names:
-        records = load_figure_records(name, args.results, args.preset, args.dataset)
+        records = load_figure_records(name, args.results, args.preset, args.dataset, args.precision)
         if not len(records.table):
             if args.figure != "all":
                 raise AnalysisError(f"no records of {name} under {Path(args.results) / args.preset}: run "
@@ -57,7 +57,7 @@ def cmd_precision(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    print(f"wrote {write_report(args.results, args.preset, args.out)}")
+    print(f"wrote {write_report(args.results, args.preset, args.out, args.precision)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (figure, report, stability, precision):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
         sub.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (default mini)")
+    for sub in (figure, report):
+        sub.add_argument("--precision", choices=PRECISIONS, help="the runs' precision, if not the preset's")
     args = parser.parse_args(argv)
     try:
         {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability, "precision": cmd_precision}[

@@ -73,10 +73,12 @@ def write_run(
 def write_fake_records(
     results: Path | str, figure: str, preset: str = "smoke", seeds: int = 1, dataset: str | None = None,
     diverged: Iterable[str] = (), running: Iterable[str] = (), skip: Iterable[str] = (),
+    precision: str | None = None,
 ) -> list[Path]:  # fmt: skip
     """Made-up records for every run of ``figure``; runs whose name contains a string of ``diverged`` stop
     halfway as diverged, of ``running`` stop halfway still running, of ``skip`` are left out."""
-    spec = load_figure(figure, preset, seeds, {"dataset": dataset} if dataset else None)
+    overrides = {key: value for key, value in (("dataset", dataset), ("precision", precision)) if value}
+    spec = load_figure(figure, preset, seeds, overrides)
     written = []
     for cfg in spec.runs:
         if any(s in cfg.name for s in skip):

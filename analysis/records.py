@@ -17,7 +17,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from experiments.config import FIGURE_NAMES, ExperimentError, Figure, RunConfig, load_figure, preset_settings
+from experiments.config import (
+    FIGURE_NAMES,
+    PRECISIONS,
+    ExperimentError,
+    Figure,
+    RunConfig,
+    load_figure,
+    preset_settings,
+)
 from experiments.run_files import FINISHED, read_status, whole_lines
 
 STATUS_KEYS = ("state", "diverged_epoch", "best_val_acc", "best_epoch", "test_acc", "selected_path")
@@ -156,45 +164,62 @@ def _state(run_dir: Path) -> str:
     return read_status(run_dir)["state"]
 
 
-def _spec(name: str, preset: str, dataset: str | None) -> Figure:
+def _spec(name: str, preset: str, dataset: str | None, precision: str | None = None) -> Figure:
+    overrides = {key: value for key, value in (("dataset", dataset), ("precision", precision)) if value}
     try:
-        return load_figure(name, preset, overrides={"dataset": dataset} if dataset else None)
+        return load_figure(name, preset, overrides=overrides)
     except ExperimentError as err:
         raise AnalysisError(str(err)) from err
 
 
 def _same_runs(spec: Figure, preset: str) -> str | None:
     """The paper figure whose runs are exactly ``spec``'s, if any."""
-    names = {cfg.name for cfg in spec.runs}
-    twins = [n for n in FIGURE_NAMES if n != spec.name and {c.name for c in _spec(n, preset, None).runs} == names]
+    names, precision = {cfg.name for cfg in spec.runs}, spec.runs[0].precision
+    twins = [n for n in FIGURE_NAMES
+             if n != spec.name and {c.name for c in _spec(n, preset, None, precision).runs} == names]  # fmt: skip
     return twins[0] if twins else None
 
 
+def _has_records(folder: Path, spec: Figure) -> bool:
+    return any(_seeds_on_disk(folder, cfg) for cfg in spec.runs)
+
+
 def load_figure_records(
-    name: str, results: Path | str = "results", preset: str = "mini", dataset: str | None = None
+    name: str,
+    results: Path | str = "results",
+    preset: str = "mini",
+    dataset: str | None = None,
+    precision: str | None = None,
 ) -> FigureRecords:
     """The records of figure ``name`` at ``preset``, every seed found.
 
-    ``dataset`` None means the paper's; when none of those runs exist but the figure was run on another
-    dataset (``--dataset cifar10`` for a CIFAR-100 figure, as the mini scale does), those runs are used and
-    a note says so.
+    ``dataset`` None means the paper's and ``precision`` None the preset's; when none of those runs exist but
+    the figure was run on another dataset (``--dataset cifar10`` for a CIFAR-100 figure, as the mini scale
+    does) or in another precision (``--precision 32-true`` on a CPU without native bf16), those runs are used
+    and a note says so.
     """
     folder = Path(results) / preset
-    spec = _spec(name, preset, dataset)
-    paper_dataset = _spec(name, preset, None).runs[0].dataset
+    spec = _spec(name, preset, dataset, precision)
+    paper = _spec(name, preset, None).runs[0]
+    paper_dataset = paper.dataset
     notes = []
-    if dataset is None and not any(_seeds_on_disk(folder, cfg) for cfg in spec.runs):
-        for other in DATASETS:
-            candidate = _spec(name, preset, other)
-            if other == paper_dataset or not any(_seeds_on_disk(folder, cfg) for cfg in candidate.runs):
-                continue
-            twin = _same_runs(candidate, preset)
+    if not _has_records(folder, spec):
+        datasets = [dataset] if dataset else [paper_dataset, *(d for d in DATASETS if d != paper_dataset)]
+        precisions = [precision] if precision else [paper.precision, *(p for p in PRECISIONS if p != paper.precision)]
+        found = next(((d, p, c) for d in datasets for p in precisions
+                      for c in [_spec(name, preset, d, p)] if _has_records(folder, c)), None)  # fmt: skip
+        if found:
+            other, other_precision, candidate = found
+            twin = _same_runs(candidate, preset) if other != paper_dataset else None
             if twin:  # Fig. 3 on CIFAR-10 is Fig. 2: showing it twice would count the same evidence twice
                 notes.append(f"no {paper_dataset} records; on {other} this figure's runs are {twin}'s")
             else:
-                notes.append(f"no {paper_dataset} records: showing the runs made on {other}")
+                if other != paper_dataset:
+                    notes.append(f"no {paper_dataset} records: showing the runs made on {other}")
+                if other_precision != spec.runs[0].precision:
+                    notes.append(f"no records in precision {spec.runs[0].precision}: showing the runs made in "
+                                 f"{other_precision}")  # fmt: skip
                 spec = candidate
-            break
     frames, missing, seeds = [], {}, set()
     for panel, runs in spec.panels.items():
         missing[panel] = []

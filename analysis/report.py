@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis import claims as cl
 from analysis.records import MODEL_LABELS, AnalysisError, FigureRecords, bs_label, check_preset, load_figure_records
-from experiments.config import FIGURE_NAMES, load_presets, preset_settings
+from experiments.config import FIGURE_NAMES, RunConfig, load_presets, preset_settings
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -96,8 +96,10 @@ def _where(claim: cl.Claim) -> str:
 
 def _commands(records: FigureRecords) -> str:
     data = f" --dataset {records.dataset}" if records.dataset != records.paper_dataset else ""
-    return (f"python -m experiments run {records.name} --preset {records.preset}{data} && "
-            f"python -m analysis figure {records.name} --preset {records.preset}")  # fmt: skip
+    precision, preset_precision = records.spec.runs[0].precision, preset_settings(records.preset).get("precision")
+    other = f" --precision {precision}" if precision != (preset_precision or RunConfig.precision) else ""
+    return (f"python -m experiments run {records.name} --preset {records.preset}{data}{other} && "
+            f"python -m analysis figure {records.name} --preset {records.preset}{other}")  # fmt: skip
 
 
 def _lines(records: FigureRecords) -> tuple[int, int]:
@@ -106,17 +108,27 @@ def _lines(records: FigureRecords) -> tuple[int, int]:
     return total - sum(len(m) for m in records.missing.values()), total
 
 
-def _scope(analyses: list[cl.FigureAnalysis], preset: str) -> str:
-    s = {**preset_settings(preset), "description": load_presets()[preset]["description"]}
+def _in_precision(records: FigureRecords, preset_precision: str) -> str:
+    """Words for runs made in a precision that is not the preset's (e.g. fp32 on a CPU without native bf16)."""
+    precision = records.spec.runs[0].precision
+    return "" if precision == preset_precision else f", in {precision}"
+
+
+def _scope(analyses: list[cl.FigureAnalysis], preset: str, precision: str | None) -> str:
+    description = load_presets()[preset]["description"]
+    s = {"precision": RunConfig.precision, **preset_settings(preset), "description": description}
     ran = [a.records for a in analyses if len(a.records.table)]
-    words = ", ".join(f"{r.name} ({_lines(r)[0]} of {_lines(r)[1]} lines)" for r in ran) or "none yet"
+    words = ", ".join(f"{r.name} ({_lines(r)[0]} of {_lines(r)[1]} lines{_in_precision(r, s['precision'])})"
+                      for r in ran) or "none yet"  # fmt: skip
+    if precision and precision != s["precision"]:
+        s["precision"] = f"{precision} (the preset's: {s['precision']})"
     train = "all" if s["train_subset"] is None else format(s["train_subset"], ",")
     val = "the official test set" if s["val_from_test"] else format(s["val_size"], ",") + " held-out images"
     return "\n".join([
         "- Claims: the paper's headline claims for Figs. 2-8 (rules below), and the mechanism study's questions "
         f"M1-M8 (what DReg's effect is made of). Figures with records at this scale: {words}.",
         f"- Scale (`{preset}`): {s['description']}; width {s['width']:g}, {s['epochs']} epochs, {train} training "
-        f"images, batches x{s['batch_scale']:g}, {val} as validation, precision {s.get('precision', '32-true')}.",
+        f"images, batches x{s['batch_scale']:g}, {val} as validation, precision {s['precision']}.",
     ])  # fmt: skip
 
 
@@ -172,15 +184,19 @@ def _not_run(analyses: list[cl.FigureAnalysis]) -> str:
     return "\n".join(lines) or "- everything in the figure specs has records"
 
 
-def build_report(results: Path | str = "results", preset: str = "mini", figures_dir: Path | None = None) -> str:
-    """The replication report's markdown: scope, deviations, verdicts, each figure, stability, compute."""
+def build_report(
+    results: Path | str = "results", preset: str = "mini", figures_dir: Path | None = None, precision: str | None = None
+) -> str:
+    """The replication report's markdown: scope, deviations, verdicts, each figure, stability, compute.
+
+    ``precision`` None means the preset's: the figures read the runs made in it (stability reads every run)."""
     from analysis import questions, stability
 
     check_preset(preset)
     folder = Path(results) / preset
     if not any(folder.glob("*/config.yaml")):
         raise AnalysisError(f"no run records under {folder}: run a sweep first (python -m experiments run ...)")
-    analyses = [cl.analyze(load_figure_records(name, results, preset)) for name in FIGURE_NAMES]
+    analyses = [cl.analyze(load_figure_records(name, results, preset, precision=precision)) for name in FIGURE_NAMES]
     claims = [c for a in analyses for c in a.claims if a.records.spec.of_paper]
     asked = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
@@ -198,7 +214,7 @@ def build_report(results: Path | str = "results", preset: str = "mini", figures_
         "was seen and never tuned; every number is as measured, whether or not it favours DReg.",
         f"Paper claims: {counts[cl.REPRODUCED]} reproduced, {counts[cl.NOT_REPRODUCED]} not reproduced, "
         f"{counts[cl.NOT_ENOUGH]} not enough data. The controls and the mechanism questions answer yes / no.",
-        "## Scope", _scope(analyses, preset),
+        "## Scope", _scope(analyses, preset, precision),
         "## Deviations from the paper", DEVIATIONS.format(scale=_scale_deviation(preset)),
         "## Definitions", definitions, questions.__doc__.strip(), stability.__doc__.strip(),
         "## Verdicts: the paper's claims", summary, "## Answers: the mechanism study (M1-M8)", answers,
@@ -209,10 +225,12 @@ def build_report(results: Path | str = "results", preset: str = "mini", figures_
     return "\n\n".join(head + figures + tail) + "\n"
 
 
-def write_report(results: Path | str = "results", preset: str = "mini", out: Path | str | None = None) -> Path:
+def write_report(
+    results: Path | str = "results", preset: str = "mini", out: Path | str | None = None, precision: str | None = None
+) -> Path:
     """Write the report (default ``results/<preset>/analysis/report.md``); figures there are linked."""
     out = Path(out) if out is not None else Path(results) / preset / "analysis" / "report.md"
-    text = build_report(results, preset, out.parent)
+    text = build_report(results, preset, out.parent, precision)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     return out

@@ -23,7 +23,7 @@ from experiments.config import (
 )  # fmt: skip
 from experiments.records import BUSY, RunBusy
 from experiments.run_files import read_status
-from experiments.train import Execution, run_dir
+from experiments.train import Execution, check_precision, run_dir
 
 
 def _execution_args(parser: argparse.ArgumentParser) -> None:
@@ -134,6 +134,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     for cfg in runs:  # every bad setting, before the data is read
         validate(cfg)
     if not args.dry_run:
+        if args.launcher != "slurm":  # what each run's process would refuse, once (a SLURM job checks its node)
+            for first in {cfg.precision: cfg for cfg in runs}.values():
+                check_precision(first, ex)
         if args.launcher == "local" and not args.insist:
             refuse_too_long(runs, ex, args.retry_failed)
         _data_preflight(runs, ex)

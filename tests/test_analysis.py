@@ -351,3 +351,24 @@ def test_report_is_a_replication_report(tmp_path):
     assert "Regenerate: `python -m experiments run mechanism --preset smoke && python -m analysis figure" in text
     assert "![stability](stability.png)" in text
     assert "| all (each run once) | 56 |" in text  # (14 + 18 lines - 4 shared) x 2 seeds, each counted once
+
+
+def test_runs_in_another_precision_are_shown_with_a_note_or_chosen(tmp_path, capsys):
+    """fp32 runs of a bf16 preset (a CPU without native bf16) are found without a flag, and said to be fp32;
+    where both exist, --precision chooses."""
+    write_fake_records(tmp_path, "fig8", precision="bf16-mixed")  # smoke's own precision is 32-true
+    records = load_figure_records("fig8", tmp_path, "smoke")
+    assert len(records.table) and {c.precision for c in records.spec.runs} == {"bf16-mixed"}
+    assert "no records in precision 32-true: showing the runs made in bf16-mixed" in records.notes
+    text = build_report(tmp_path, "smoke")
+    assert "fig8 (12 of 12 lines, in bf16-mixed)" in text
+    assert "--preset smoke --precision bf16-mixed && python -m analysis figure fig8 --preset smoke --precision" in text
+    write_fake_records(tmp_path, "fig8")
+    assert all(c.precision == "32-true" for c in load_figure_records("fig8", tmp_path, "smoke").spec.runs)
+    chosen = load_figure_records("fig8", tmp_path, "smoke", precision="bf16-mixed")
+    assert len(chosen.table) and not chosen.notes
+    assert main(["report", "--results", str(tmp_path), "--preset", "smoke", "--precision", "bf16-mixed"]) == 0
+    assert "precision bf16-mixed (the preset's: 32-true)" in (tmp_path / "smoke" / "analysis" / "report.md").read_text()
+    with pytest.raises(SystemExit) as exit_:
+        main(["figure", "fig8", "--results", str(tmp_path), "--preset", "smoke", "--precision", "fp8"])
+    assert exit_.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err

@@ -348,3 +348,24 @@ def test_a_preset_can_set_a_network_its_own_layout(monkeypatch):
     assert main(["train", "--preset", "mini", "model=mobilenetv2"]) == 0
     assert main(["train", "--preset", "mini", "model=vgg16"]) == 0
     assert [c.channels_last for c in seen] == [False, True]
+
+
+def test_bf16_where_it_is_emulated_is_refused_once_before_the_data_is_read(tmp_path, monkeypatch, capsys):
+    """A CPU without AVX512-BF16 or AMX runs bf16 ~8x slower than fp32: a sweep says so in one line, before
+    any run folder exists; a GPU, or a CPU with native bf16, passes."""
+    from experiments.__main__ import main
+    from experiments.train import bf16_is_native
+
+    argv = ["run", "fig2", "--preset", "smoke", "--precision", "bf16-mixed", "--results", str(tmp_path / "results"),
+            "--data-dir", str(tmp_path / "no-data")]  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert not bf16_is_native() and bf16_is_native("gpu")
+    assert main(argv) == 2
+    assert capsys.readouterr().err == ("error: precision bf16-mixed needs a CPU with native bf16 (AVX512-BF16 or "
+                                       "AMX), which this one lacks: add --precision 32-true\n")  # fmt: skip
+    assert not (tmp_path / "results").exists()
+    assert main([*argv[:4], "--precision", "32-true", *argv[6:]]) == 2  # fp32 goes on, to the missing data
+    assert "CIFAR-10 not found" in capsys.readouterr().err
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert main(argv) == 2 and "CIFAR-10 not found" in capsys.readouterr().err
