@@ -29,6 +29,10 @@ import torch
 
 from datamodules import write_fake_cifar
 
+# Width of the --quick runs (tests): at 0.0625 ResNet18's first shortcut has 4 input channels, and oneDNN's
+# channels_last 1x1 stride-2 conv with fewer than 8 hangs or crashes on AVX2 CPUs (uxlfoundation/oneDNN#6035).
+QUICK_WIDTH = 0.125
+
 
 def summary(values: list[float]) -> dict[str, float]:
     """Median, min, max, quartiles and a 95% confidence interval of the median: robust to the outliers a

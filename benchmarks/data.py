@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import torch
 
-from benchmarks.common import cifar_dir, device_of, interleaved, ratios, summary, table, write_result
+from benchmarks.common import QUICK_WIDTH, cifar_dir, device_of, interleaved, ratios, summary, table, write_result
 from benchmarks.dreg_overhead import training_step
 from datamodules import CIFAR10DataModule
 
@@ -53,7 +53,7 @@ def epoch(loader: Iterable, device: torch.device) -> Callable[[], None]:
 def run(opts: argparse.Namespace) -> dict:
     device = device_of(opts)
     if opts.quick:
-        batch, subset, width, step_batch, reps, epochs = 256, 2048, 0.0625, 256, 3, 3
+        batch, subset, width, step_batch, reps, epochs = 256, 2048, QUICK_WIDTH, 256, 3, 3
     else:  # an epoch of each pipeline takes ~1.5 s, so many: the reference's rate varies by +-30% here
         batch, subset, width, step_batch, reps, epochs = 512, 10_240, 0.25, 1024, 5, 31
     with cifar_dir(opts, n_train=max(subset, 4 * step_batch) + 2000) as (data_dir, real):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from benchmarks.common import (
+    QUICK_WIDTH,
     autocast,
     cifar_dir,
     device_of,
@@ -54,7 +55,7 @@ def run_config(opts: argparse.Namespace) -> RunConfig:
     if preset == "paper":
         changes.update(val_from_test=False, val_size=5000, micro_batch=512)
     if opts.quick:
-        changes.update(width=0.0625, train_subset=1024, batch_scale=1 / 16, val_size=256)
+        changes.update(width=QUICK_WIDTH, train_subset=1024, batch_scale=1 / 16, val_size=256)
     return RunConfig.from_dict({**cfg.to_dict(), **changes})
 
 

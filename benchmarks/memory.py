@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import cifar_dir, table, write_result
+from benchmarks.common import QUICK_WIDTH, cifar_dir, table, write_result
 
 MICRO_BATCH = 512
 TARGET = 0.10
@@ -108,7 +108,7 @@ def measure(global_batch: int, micro: int, steps: int, width: float, val: int, d
 
 def run(opts: argparse.Namespace) -> dict:
     if opts.quick:
-        width, micro, val, n_fake, plan = 0.0625, MICRO_BATCH // 16, 1000, 4000, {2048 // 16: 1, 30720 // 16: 1}
+        width, micro, val, n_fake, plan = QUICK_WIDTH, MICRO_BATCH // 16, 1000, 4000, {2048 // 16: 1, 30720 // 16: 1}
     else:  # optimizer steps: 4 at 2k (16 micro-batches), 1 at 30k (60)
         width, micro, val, n_fake, plan = 0.25, MICRO_BATCH, 5000, 50_000, {2048: 4, 30720: 1}
     with cifar_dir(opts, n_train=n_fake) as (data_dir, real):

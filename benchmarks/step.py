@@ -16,7 +16,7 @@ import argparse
 from types import SimpleNamespace
 
 from benchmarks import flops
-from benchmarks.common import interleaved, ratios, summary, table, write_result
+from benchmarks.common import QUICK_WIDTH, interleaved, ratios, summary, table, write_result
 from benchmarks.dreg_overhead import training_step
 from experiments.config import preset_settings
 
@@ -30,7 +30,7 @@ VARIANTS = {  # name: (bf16 autocast, channels_last)
 
 
 def run(opts: argparse.Namespace) -> dict:
-    width, batch, reps = (0.0625, 32, 3) if opts.quick else (0.25, 256, 15)
+    width, batch, reps = (QUICK_WIDTH, 32, 3) if opts.quick else (0.25, 256, 15)
     rows = []
     times_by_model = {}
     for model in MODELS:
