@@ -154,7 +154,8 @@ DEVIATIONS = """- Data: CIFAR-100 is not available on the machine that ran these
   paper) run on CIFAR-10 where their section says so; their verdicts are about CIFAR-10.
 {scale}
 - Precision: bf16 autocast with channels_last tensors where the preset says so (the weights, the optimizer
-  and the DReg distance stay float32).
+  and the DReg distance stay float32); a figure the scope marks "in 32-true" ran wholly in float32 (made on
+  a CPU without native bf16, where bf16 is emulated and several times slower).
 - Settings the paper does not give (ours, each a setting): SGD lr 0.1, constant, no batch-size scaling or
   warm-up unless a run says so; weight decay 5e-4; random crop 32 (padding 4) and horizontal flip; per-channel
   normalization; W_L = W_R + 0.01 std(W_R) N(0, 1); BatchNorm over each device's micro-batch (ghost batch
