@@ -14,7 +14,15 @@ import torch
 import yaml
 from paths import ROOT
 
-from experiments.config import FIGURE_NAMES, ExperimentError, RunConfig, load_figure, select, split_batch
+from experiments.config import (
+    FIGURE_NAMES,
+    ExperimentError,
+    RunConfig,
+    load_figure,
+    preset_settings,
+    select,
+    split_batch,
+)
 from experiments.records import RunRecords
 from experiments.run_files import read_status
 from experiments.sweep import run_sweep
@@ -34,8 +42,10 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def smoke(**changes) -> RunConfig:
-    figure = load_figure("fig2", "smoke")
-    return RunConfig.from_dict({**figure.runs[1].to_dict(), **changes})  # vgg16 bs2048 DReg
+    """The smoke preset's VGG16 bs2048 DReg run; another ``model`` gets that network's smoke settings too."""
+    run = load_figure("fig2", "smoke").runs[1].to_dict()
+    network = preset_settings("smoke", changes["model"]) if "model" in changes else {}
+    return RunConfig.from_dict({**run, **network, **changes})
 
 
 def test_figures_have_the_papers_run_counts():
@@ -110,7 +120,7 @@ def test_smoke_sweep_completes_and_a_second_call_does_nothing(data, tmp_path):
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch):
-    cfg = smoke(epochs=3, model="resnet18", channels_last=False)  # as smoke trains it (presets.yaml: by_model)
+    cfg = smoke(epochs=3, model="resnet18")
     ex = Execution(data_dir=data, verify=False, accelerator="cpu", progress=False)
     train(cfg, Execution(**{**ex.__dict__, "results": tmp_path / "whole"}))
 
