@@ -9,6 +9,8 @@ Definitions (the report repeats them):
   target) / (first epoch at which the DReg run reaches it). A DReg run that never reaches it has no
   speed-up; where speed-ups are ranked or averaged it counts as 0. Both curves of a comparison are means over
   the seeds both runs have (the table's "seeds"), so that partly run seeds compare like with like.
+  A baseline whose best is at chance (at most 1/classes + 1 point) sets no target: the comparison has no
+  speed-up and stays out of the speed-up claims (amended 2026-12-04, docs/method.md §7).
 - Gain: DReg best validation accuracy minus the baseline's, in points of accuracy.
 - A trend is Spearman's rank correlation (average ranks for ties) between the setting and the measure;
   a claimed trend is reproduced when |rho| >= 0.5 with the claimed sign, over at least 3 settings.
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curve, describe, run_key
+from datamodules import DATAMODULES
 from experiments.config import RunConfig
 
 REPRODUCED, NOT_REPRODUCED, NOT_ENOUGH = "reproduced", "not reproduced", "not enough data"
@@ -34,6 +37,7 @@ SPEEDUP_CLAIMED = 2.0  # "2-3x sooner": the lower end
 SPEEDUP_RULE = 1.25  # the mechanism study's "speeds up": at least 1.25x in every seed
 SETTLE_WINDOW, SETTLE_TAIL, SETTLE_FRACTION = 5, 10, 0.99  # the secondary measure, which decides nothing
 TREND_RHO = 0.5
+CHANCE_MARGIN = 0.01  # a baseline best within 1 point of chance never learned: no target to reach
 MIN_TREND_POINTS = 3
 
 
@@ -80,6 +84,11 @@ def speedups(records: FigureRecords, ref: RunConfig, run: RunConfig) -> dict[int
         s0, s1 = _settle_epoch(e0, a0, settle), _settle_epoch(e1, a1, settle)
         out[seed] = (primary, None if s0 is None or s1 is None else s0 / s1)
     return out
+
+
+def at_chance(acc: float | None, cfg: RunConfig) -> bool:
+    """Whether ``acc`` is no better than guessing one class (a run whose eval never left chance)."""
+    return acc is not None and acc <= 1 / DATAMODULES[cfg.dataset].num_classes + CHANCE_MARGIN
 
 
 def zero_if_never(value: float | None) -> float:
@@ -177,10 +186,11 @@ def comparisons(records: FigureRecords) -> pd.DataFrame:
                 **_curve_summary("dreg", dreg, target, states["dreg"]),
             }  # fmt: skip
             row["finished"] = all(line is not None and line.finished for line in every.values())
+            row["base_at_chance"] = at_chance(target, cfg)
             reached = row.get("dreg_epoch") is not None and row.get("base_epoch") is not None
-            row["speedup"] = row["base_epoch"] / row["dreg_epoch"] if reached else None
+            row["speedup"] = row["base_epoch"] / row["dreg_epoch"] if reached and not row["base_at_chance"] else None
             row["gain"] = row["dreg_best"] - row["base_best"] if base is not None and dreg is not None else None
-            row["per_seed"] = per_seed(speedups(records, base_cfg, cfg))
+            row["per_seed"] = NO_TARGET if row["base_at_chance"] else per_seed(speedups(records, base_cfg, cfg))
             row["label"] = describe(cfg)
             rows.append(row)
     return pd.DataFrame(rows)
@@ -219,6 +229,14 @@ def fmt_speedup(value: float | None) -> str:
     return "never" if value is None or pd.isna(value) else f"{value:.2f}x"
 
 
+NO_TARGET = "no target (baseline at chance)"
+
+
+def speed_words(row: pd.Series) -> str:
+    """A comparison's speed-up in words; none where the baseline never left chance."""
+    return NO_TARGET if row["base_at_chance"] else fmt_speedup(row["speedup"])
+
+
 def _speedups(rows: pd.DataFrame) -> list[float]:
     """Speed-ups with 'never reached' as 0, for medians and rankings."""
     return [0.0 if s is None or pd.isna(s) else float(s) for s in rows["speedup"]]
@@ -249,9 +267,10 @@ def convergence_claims(records: FigureRecords, table: pd.DataFrame) -> list[Clai
     name = records.name
     missing = _enough(table)
     finished = table[table["finished"]] if len(table) else table
+    listed = ", ".join(f"{bs_label(r['batch_size'])}: {speed_words(r)}" for _, r in finished.iterrows())
+    finished = finished[~finished["base_at_chance"]] if len(finished) else finished
     speed = _speedups(finished)
-    listed = ", ".join(f"{bs_label(b)}: {fmt_speedup(s)}" for b, s in zip(finished["batch_size"], finished["speedup"],
-                                                                      strict=True)) or "no finished pair"  # fmt: skip
+    listed = listed or "no finished pair"
     claims = []
     if "two_to_three_x_sooner" in records.spec.claims:
         median = float(np.median(speed)) if speed else math.nan
@@ -346,8 +365,7 @@ def momentum_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
         missing, model = _enough(rows), MODEL_LABELS[rows["model"].iloc[0]]
         done = rows[rows["finished"]].sort_values("momentum")
         gains = ", ".join(
-            f"m={m:g}: {100 * g:+.1f} pts, speed-up {fmt_speedup(s)}"
-            for m, g, s in zip(done["momentum"], done["gain"], done["speedup"], strict=True)
+            f"m={r['momentum']:g}: {100 * r['gain']:+.1f} pts, speed-up {speed_words(r)}" for _, r in done.iterrows()
         )
         ok, rho = _trend(list(done["momentum"]), list(done["gain"]), +1)
 
@@ -385,8 +403,9 @@ def control_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
         def claim(statement: str, rule: str, keys: tuple[str, ...], ok: Callable[[], bool]) -> Claim:
             parts = pd.concat([pick[k] for k in keys])
             missing = _enough(parts) if all(len(pick[k]) for k in keys) else "a variant is not in the figure"
+            missing = missing or (NO_TARGET if parts["base_at_chance"].any() else None)
             measured = ", ".join(
-                f"{k}: {fmt_speedup(pick[k]['speedup'].iloc[0]) if len(pick[k]) and pick[k]['finished'].all() else '-'}"
+                f"{k}: {speed_words(pick[k].iloc[0]) if len(pick[k]) and pick[k]['finished'].all() else '-'}"
                 for k in keys
             )
             return Claim(

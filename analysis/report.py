@@ -61,7 +61,7 @@ def comparison_table(kind: str, table: pd.DataFrame) -> str:
         rows.append([
             r["panel"], setting(kind, r), r["seeds"], _best(r, "base"), cl.pct(r["base_final"]), _best(r, "dreg"),
             cl.pct(r["dreg_final"]), reach if r["base_state"] != "missing" else "-",
-            cl.fmt_speedup(r["speedup"]) if both else "-", r["per_seed"], f"{r['base_state']} / {r['dreg_state']}",
+            cl.speed_words(r) if both else "-", r["per_seed"], f"{r['base_state']} / {r['dreg_state']}",
         ])  # fmt: skip
     return md_table(header, rows)
 

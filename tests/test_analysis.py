@@ -83,6 +83,22 @@ def test_convergence_claims_not_reproduced_when_dreg_never_reaches(tmp_path):
     assert "2k: never" in claims[0].measured and "median 1.00x" in claims[0].measured
 
 
+def test_a_baseline_at_chance_sets_no_target(tmp_path):
+    """A flat 10% baseline (eval never left chance on CIFAR-10) would give DReg at 10% a 1.00x speed-up and,
+    against never-reached smaller batches, a spurious growing trend; it sets no target instead."""
+    fig2_speedups(tmp_path, [0] * 7)
+    for batch in (20480, 30720):
+        write_curves(tmp_path, "fig2", {f"bs{batch}-base": np.full(30, 0.1), f"bs{batch}-dreg": np.full(30, 0.1)})
+    records = load_figure_records("fig2", tmp_path, "smoke")
+    table = cl.comparisons(records)
+    chance = table[table["batch_size"] >= 20480]
+    assert chance["base_at_chance"].all() and chance["speedup"].isna().all()
+    assert (chance["per_seed"] == cl.NO_TARGET).all() and not table["base_at_chance"].iloc[0]
+    claims = cl.analyze(records).claims
+    assert [c.verdict for c in claims] == [cl.NOT_REPRODUCED, cl.NOT_REPRODUCED]
+    assert "30k: no target (baseline at chance)" in claims[0].measured and "over 5 settings" in claims[1].measured
+
+
 def test_claims_need_finished_runs(tmp_path):
     claims = fig2_speedups(tmp_path, [15, 14, 12, 10, 8, 6, 5], running="bs30720-")
     assert [c.verdict for c in claims] == [cl.NOT_ENOUGH, cl.NOT_ENOUGH]
