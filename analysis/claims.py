@@ -37,8 +37,8 @@ SPEEDUP_CLAIMED = 2.0  # "2-3x sooner": the lower end
 SPEEDUP_RULE = 1.25  # the mechanism study's "speeds up": at least 1.25x in every seed
 SETTLE_WINDOW, SETTLE_TAIL, SETTLE_FRACTION = 5, 10, 0.99  # the secondary measure, which decides nothing
 TREND_RHO = 0.5
-CHANCE_MARGIN = 0.01  # a baseline best within 1 point of chance never learned: no target to reach
 MIN_TREND_POINTS = 3
+CHANCE_MARGIN = 0.01  # a baseline best within 1 point of chance never learned: no target to reach
 
 
 def first_epoch_reaching(epochs: np.ndarray, acc: np.ndarray, target: float) -> int | None:
@@ -268,9 +268,9 @@ def convergence_claims(records: FigureRecords, table: pd.DataFrame) -> list[Clai
     missing = _enough(table)
     finished = table[table["finished"]] if len(table) else table
     listed = ", ".join(f"{bs_label(r['batch_size'])}: {speed_words(r)}" for _, r in finished.iterrows())
+    listed = listed or "no finished pair"
     finished = finished[~finished["base_at_chance"]] if len(finished) else finished
     speed = _speedups(finished)
-    listed = listed or "no finished pair"
     claims = []
     if "two_to_three_x_sooner" in records.spec.claims:
         median = float(np.median(speed)) if speed else math.nan
