@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +172,10 @@ def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
     for ax, (panel, lines) in zip(axes, panels.items(), strict=True):
         runs = records.spec.panels[panel]
         for curve in lines:
-            draw_curve(ax, curve, style(curve.config))
+            line = style(curve.config)
+            if curve.config.precision != records.precision:  # a line lent from another precision (a note says why)
+                line = replace(line, label=f"{line.label}, {curve.config.precision}")
+            draw_curve(ax, curve, line)
         if len(lines) > LEGEND_INSIDE:
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncols=2)
         elif lines:

@@ -128,6 +128,7 @@ class FigureRecords:
     seeds: list[int]
     missing: dict[str, list[RunConfig]]  # per panel: runs with no epoch on disk
     paper_dataset: str  # the figure's dataset in the paper (the runs may be on another: ``dataset``)
+    precision: str  # the figure's runs' (a line lent from another precision says so in ``notes``)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -184,6 +185,37 @@ def _has_records(folder: Path, spec: Figure) -> bool:
     return any(_seeds_on_disk(folder, cfg) for cfg in spec.runs)
 
 
+def _lend_other_precisions(folder: Path, spec: Figure, notes: list[str]) -> tuple[Figure, dict[str, list[RunConfig]]]:
+    """``spec`` with each line that has no records in its precision but has them in another (a run that did not
+    fit in memory in float32, say) taken from that precision, and per panel the baselines such DReg lines are
+    compared with: of their own precision, so that every comparison is like with like; a note says so."""
+    panels, baselines = {}, {}
+    for panel, runs in spec.panels.items():
+        panels[panel] = []
+        for cfg in runs:
+            other = None if _seeds_on_disk(folder, cfg) else _in_other_precision(folder, cfg)
+            panels[panel].append(other or cfg)
+            if other is None:
+                continue
+            against = ""
+            if other.dreg_site:
+                baselines.setdefault(panel, []).append(dataclasses.replace(other, dreg_site=None))
+                against = ", against the baseline made in the same precision"
+            notes.append(f"{run_key(cfg.name)}: no records in precision {cfg.precision}; showing the run made in "
+                         f"{other.precision}{against}")  # fmt: skip
+    return dataclasses.replace(spec, panels=panels), baselines
+
+
+def _in_other_precision(folder: Path, cfg: RunConfig) -> RunConfig | None:
+    """``cfg`` in another precision, when its records exist there (for a DReg run, its baseline's too)."""
+    for precision in PRECISIONS:
+        other = dataclasses.replace(cfg, precision=precision)
+        needed = [other, dataclasses.replace(other, dreg_site=None)] if other.dreg_site else [other]
+        if precision != cfg.precision and all(_seeds_on_disk(folder, c) for c in needed):
+            return other
+    return None
+
+
 def load_figure_records(
     name: str,
     results: Path | str = "results",
@@ -196,7 +228,7 @@ def load_figure_records(
     ``dataset`` None means the paper's and ``precision`` None the preset's; when none of those runs exist but
     the figure was run on another dataset (``--dataset cifar10`` for a CIFAR-100 figure, as the mini scale
     does) or in another precision (``--precision 32-true`` on a CPU without native bf16), those runs are used
-    and a note says so.
+    and a note says so; likewise for a single line (``_lend_other_precisions``).
     """
     folder = Path(results) / preset
     spec = _spec(name, preset, dataset, precision)
@@ -220,10 +252,12 @@ def load_figure_records(
                     notes.append(f"no records in precision {spec.runs[0].precision}: showing the runs made in "
                                  f"{other_precision}")  # fmt: skip
                 spec = candidate
+    figure_precision = spec.runs[0].precision
+    spec, baselines = _lend_other_precisions(folder, spec, notes)
     frames, missing, seeds = [], {}, set()
     for panel, runs in spec.panels.items():
         missing[panel] = []
-        for cfg in runs:
+        for cfg in runs + baselines.get(panel, []):
             found = [read_run(folder / f"{run_key(cfg.name)}-s{s}") for s in _seeds_on_disk(folder, cfg)]
             if any(not len(f) for f in found):
                 states = sorted({_state(folder / f"{run_key(cfg.name)}-s{s}") for s in _seeds_on_disk(folder, cfg)})
@@ -239,7 +273,9 @@ def load_figure_records(
     n_missing = sum(len(m) for m in missing.values())
     if n_missing:
         notes.append(f"{n_missing} of {sum(len(r) for r in spec.panels.values())} lines have no records yet")
-    return FigureRecords(name, preset, spec, table, sorted(int(s) for s in seeds), missing, paper_dataset, notes)
+    return FigureRecords(
+        name, preset, spec, table, sorted(int(s) for s in seeds), missing, paper_dataset, figure_precision, notes
+    )
 
 
 @dataclass

@@ -96,7 +96,7 @@ def _where(claim: cl.Claim) -> str:
 
 def _commands(records: FigureRecords) -> str:
     data = f" --dataset {records.dataset}" if records.dataset != records.paper_dataset else ""
-    precision, preset_precision = records.spec.runs[0].precision, preset_settings(records.preset).get("precision")
+    precision, preset_precision = records.precision, preset_settings(records.preset).get("precision")
     other = f" --precision {precision}" if precision != (preset_precision or RunConfig.precision) else ""
     return (f"python -m experiments run {records.name} --preset {records.preset}{data}{other} && "
             f"python -m analysis figure {records.name} --preset {records.preset}{other}")  # fmt: skip
@@ -110,7 +110,7 @@ def _lines(records: FigureRecords) -> tuple[int, int]:
 
 def _in_precision(records: FigureRecords, preset_precision: str) -> str:
     """Words for runs made in a precision that is not the preset's (e.g. fp32 on a CPU without native bf16)."""
-    precision = records.spec.runs[0].precision
+    precision = records.precision
     return "" if precision == preset_precision else f", in {precision}"
 
 
@@ -154,8 +154,10 @@ DEVIATIONS = """- Data: CIFAR-100 is not available on the machine that ran these
   paper) run on CIFAR-10 where their section says so; their verdicts are about CIFAR-10.
 {scale}
 - Precision: bf16 autocast with channels_last tensors where the preset says so (the weights, the optimizer
-  and the DReg distance stay float32); a figure the scope marks "in 32-true" ran wholly in float32 (made on
-  a CPU without native bf16, where bf16 is emulated and several times slower).
+  and the DReg distance stay float32); a figure the scope marks "in 32-true" ran in float32 (made on a CPU
+  without native bf16, where bf16 is emulated and several times slower), except a line its section's note
+  says was made in another precision (one that did not fit in memory in float32), which is compared with a
+  baseline made in that precision.
 - Settings the paper does not give (ours, each a setting): SGD lr 0.1, constant, no batch-size scaling or
   warm-up unless a run says so; weight decay 5e-4; random crop 32 (padding 4) and horizontal flip; per-channel
   normalization; W_L = W_R + 0.01 std(W_R) N(0, 1); BatchNorm over each device's micro-batch (ghost batch

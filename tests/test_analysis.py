@@ -1,6 +1,8 @@
 """The analysis: claim metrics on curves with known answers, the tidy loader, figures, report, CLI."""
 
+import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +13,7 @@ from matplotlib.collections import PolyCollection
 from analysis import claims as cl
 from analysis.__main__ import main
 from analysis.fake_records import write_fake_records, write_run
-from analysis.figures import render
+from analysis.figures import draw, render
 from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
 from analysis.report import build_report
 from experiments.config import FIGURE_NAMES, RunConfig, load_figure
@@ -388,3 +390,30 @@ def test_runs_in_another_precision_are_shown_with_a_note_or_chosen(tmp_path, cap
     with pytest.raises(SystemExit) as exit_:
         main(["figure", "fig8", "--results", str(tmp_path), "--preset", "smoke", "--precision", "fp8"])
     assert exit_.value.code == 2 and "invalid choice: 'fp8'" in capsys.readouterr().err
+
+
+def test_a_line_missing_in_the_figures_precision_is_lent_from_another_with_its_own_baseline(tmp_path):
+    """A DReg run that did not fit in memory in float32, made in bf16 with a bf16 baseline: the figure shows it,
+    labelled and noted, and compares it with the bf16 baseline, not the float32 one; without that baseline the
+    line stays missing."""
+    spec = load_figure("fig6", "smoke")
+    deepest = [cfg for cfg in spec.panels["a"] if cfg.dreg_site][-1]
+    write_fake_records(tmp_path, "fig6", skip=[deepest.name])  # smoke's own precision: 32-true
+    lent = dataclasses.replace(deepest, precision="bf16-mixed")
+    write_run(tmp_path, lent, np.full(deepest.epochs, 0.3))
+    write_run(tmp_path, dataclasses.replace(lent, dreg_site=None), np.full(deepest.epochs, 0.2))
+
+    records = load_figure_records("fig6", tmp_path, "smoke")
+    assert records.precision == "32-true" and lent in records.spec.panels["a"] and not records.missing["a"]
+    assert (f"{deepest.name.removesuffix('-s0')}: no records in precision 32-true; showing the run made in "
+            "bf16-mixed, against the baseline made in the same precision") in records.notes  # fmt: skip
+    row = cl.comparisons(records).set_index("run").loc[lent.name.removesuffix("-s0")]
+    assert row["target"] == pytest.approx(0.2) and row["dreg_best"] == pytest.approx(0.3)
+    fig, _ = draw(records)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum(label.endswith(", bf16-mixed") for label in labels) == 1
+    assert "baseline (no DReg)" in labels  # the figure's own, float32 baseline is drawn, the bf16 one is not
+
+    shutil.rmtree(tmp_path / "smoke" / dataclasses.replace(lent, dreg_site=None).name)
+    records = load_figure_records("fig6", tmp_path, "smoke")
+    assert records.missing["a"] == [deepest] and not any("bf16" in note for note in records.notes)
