@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 
@@ -109,9 +110,12 @@ def _lines(records: FigureRecords) -> tuple[int, int]:
 
 
 def _in_precision(records: FigureRecords, preset_precision: str) -> str:
-    """Words for runs made in a precision that is not the preset's (e.g. fp32 on a CPU without native bf16)."""
-    precision = records.precision
-    return "" if precision == preset_precision else f", in {precision}"
+    """Words for runs made in a precision that is not the preset's (e.g. fp32 on a CPU without native bf16), and
+    for lines lent from another precision than the figure's."""
+    lent = Counter(cfg.precision for cfg in records.spec.runs if cfg.precision != records.precision)
+    words = [f", in {records.precision}"] if records.precision != preset_precision else []
+    words += [f", {n} in {precision}" for precision, n in sorted(lent.items())]
+    return "".join(words)
 
 
 def _scope(analyses: list[cl.FigureAnalysis], preset: str, precision: str | None) -> str:

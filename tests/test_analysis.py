@@ -413,6 +413,7 @@ def test_a_line_missing_in_the_figures_precision_is_lent_from_another_with_its_o
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert sum(label.endswith(", bf16-mixed") for label in labels) == 1
     assert "baseline (no DReg)" in labels  # the figure's own, float32 baseline is drawn, the bf16 one is not
+    assert "fig6 (13 of 13 lines, 1 in bf16-mixed)" in build_report(tmp_path, "smoke")
 
     shutil.rmtree(tmp_path / "smoke" / dataclasses.replace(lent, dreg_site=None).name)
     records = load_figure_records("fig6", tmp_path, "smoke")
