@@ -199,7 +199,9 @@ def _lend_other_precisions(folder: Path, spec: Figure, notes: list[str]) -> tupl
                 continue
             against = ""
             if other.dreg_site:
-                baselines.setdefault(panel, []).append(dataclasses.replace(other, dreg_site=None))
+                base = dataclasses.replace(other, dreg_site=None)
+                if base not in baselines.setdefault(panel, []):  # read once, however many lines it serves
+                    baselines[panel].append(base)
                 against = ", against the baseline made in the same precision"
             notes.append(f"{run_key(cfg.name)}: no records in precision {cfg.precision}; showing the run made in "
                          f"{other.precision}{against}")  # fmt: skip
