@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -61,6 +63,28 @@ def split_batch(batch: int, world_size: int, micro_batch: int | None = None) -> 
 def default_data_dir() -> Path:
     """``$DREG_DATA_DIR``, else a per-user cache folder."""
     return Path(os.environ.get("DREG_DATA_DIR") or Path.home() / ".cache" / "dreg" / "data")
+
+
+LOCAL_COPY_MARK = ".local-copy"  # in a data folder built from a local copy: its md5 sums are not the official ones
+
+
+def local_copies() -> Path | None:
+    """Where local copies of the data sets may lie (``<root>/cifar10/build.py``, ``<root>/cifar100/build.py``):
+    ``$DREG_LOCAL_COPIES`` (empty: none), else ``../shared/data`` beside this checkout, which a user's clone lacks."""
+    env = os.environ.get("DREG_LOCAL_COPIES")
+    if env is not None:
+        return Path(env) if env else None
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def by_class(split: Split) -> Split:
+    """The images ordered by (class, position within the class in the files).
+
+    That pair names an image in every copy of CIFAR-100: the official files and the local copy keep each
+    class's images in one order but interleave the classes differently (docs/method.md §4).
+    """
+    order = torch.argsort(split[1], stable=True)
+    return split[0][order], split[1][order]
 
 
 def _one_line(e: BaseException) -> str:
@@ -201,6 +225,8 @@ class _CIFARDataModule(L.LightningDataModule):
 
     num_classes: ClassVar[int]
     name: ClassVar[str]
+    key: ClassVar[str]  # the dataset setting's value, and the local copy's folder name
+    order_by_class: ClassVar[bool]  # read the images by_class
     _torchvision: ClassVar[type[datasets.CIFAR10]]
     _reader: ClassVar[type[_OneFile]]
 
@@ -240,7 +266,7 @@ class _CIFARDataModule(L.LightningDataModule):
         self.mean: tuple[float, ...] | None = None
         self.std: tuple[float, ...] | None = None
         self.classes: list[str] = []
-        self.train_indices: torch.Tensor | None = None  # into the official training set
+        self.train_indices: torch.Tensor | None = None  # into the training set as read_splits() orders it
         self.val_indices: torch.Tensor | None = None  # likewise; None when validating on the test set
         self._train: Split | None = None
         self._val: Split | None = None
@@ -293,7 +319,7 @@ class _CIFARDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Download through torchvision (which checks the archive's md5) when the files are missing."""
         missing = self._missing()
-        if not missing:
+        if not missing or self._build_local_copy():
             return
         if not self.download:
             raise self._not_found(missing, "download=False", "allow the download")
@@ -307,6 +333,26 @@ class _CIFARDataModule(L.LightningDataModule):
             raise self._not_found(missing, f"the download failed ({_one_line(e)})", "check the network") from e
         finally:
             socket.setdefaulttimeout(previous)
+
+    def _build_local_copy(self) -> bool:
+        """Build the data folder from a local copy's ``build.py`` (local_copies()) if there is one; marked, so
+        that its md5 sums, which are not the official ones, are not checked."""
+        root = local_copies()
+        build = root / self.key / "build.py" if root is not None else None
+        if build is None or not build.is_file():
+            return False
+        print(f"building {self.name} from the local copy {build.parent} into {self.data_dir}", file=sys.stderr)
+        done = subprocess.run([sys.executable, str(build), str(self.data_dir)], capture_output=True, text=True)
+        if done.returncode or self._missing():
+            why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+            raise DataError(f"building {self.name} from {build} into {self.data_dir} failed ({why}): fix or remove it")
+        (self.folder / LOCAL_COPY_MARK).touch()
+        return True
+
+    @property
+    def is_local_copy(self) -> bool:
+        """Whether the data folder was built from a local copy (its md5 sums are then not checked)."""
+        return (self.folder / LOCAL_COPY_MARK).is_file()
 
     def _check_md5(self, files: list[str]) -> None:
         official = dict(self._torchvision.train_list + self._torchvision.test_list)
@@ -361,23 +407,32 @@ class _CIFARDataModule(L.LightningDataModule):
                 f"accumulate_grad_batches={accumulate}: pass that to the Trainer"
             )
 
-    def _load(self) -> None:
+    def read_splits(self) -> tuple[Split, Split | None]:
+        """The whole training set and the test set (None when its file is missing), md5-checked unless
+        ``verify=False`` or a local copy; CIFAR-100 ordered ``by_class``."""
         missing = self._missing()
         if missing:
             if self.trainer is not None:  # Lightning ran prepare_data already
                 raise self._not_found(missing, "prepare_data() did not fetch it", "allow the download")
             self.prepare_data()
-        train_files = [f for f, _ in self._torchvision.train_list]
         test_exists = (self.folder / self._test_file()).is_file()
-        if self.verify:
+        if self.verify and self.is_local_copy:
+            print(f"md5 check skipped: {self.folder} was built from a local copy ({LOCAL_COPY_MARK})", file=sys.stderr)
+        elif self.verify:
             self._check_md5(self._required() + ([self._test_file()] if test_exists else []))
-        if self.val_from_test and not test_exists:
+        train = self._read([f for f, _ in self._torchvision.train_list], train=True)
+        test = self._read([self._test_file()], train=False) if test_exists else None
+        if self.order_by_class:
+            train, test = by_class(train), by_class(test) if test is not None else None
+        return train, test
+
+    def _load(self) -> None:
+        (images, labels), test = self.read_splits()
+        if self.val_from_test and test is None:
             raise DataError(
                 f"val_from_test=True but {self.folder / self._test_file()} does not exist: "
                 "validate on the hold-out (val_from_test=False) or use a copy with the test set"
             )
-        images, labels = self._read(train_files, train=True)
-        test = self._read([self._test_file()], train=False) if test_exists else None
         val_size = 0 if self.val_from_test else self.val_size
         train_idx, val_idx = stratified_split(labels, self.num_classes, val_size, self.train_subset, self.seed)
         self.train_indices = train_idx
@@ -455,6 +510,8 @@ class CIFAR10DataModule(_CIFARDataModule):
 
     num_classes = 10
     name = "CIFAR-10"
+    key = "cifar10"
+    order_by_class = False  # the official order: the committed CIFAR-10 runs were drawn from it
     _torchvision = datasets.CIFAR10
     _reader = _CIFAR10File
 
@@ -464,5 +521,7 @@ class CIFAR100DataModule(_CIFARDataModule):
 
     num_classes = 100
     name = "CIFAR-100"
+    key = "cifar100"
+    order_by_class = True  # copies interleave the classes differently (docs/method.md §4)
     _torchvision = datasets.CIFAR100
     _reader = _CIFAR100File

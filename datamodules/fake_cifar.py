@@ -77,6 +77,28 @@ def write_cifar10(
     return Path(root)
 
 
+def write_cifar100(
+    root: str | Path, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray | None, test_y: np.ndarray | None
+) -> Path:
+    """CIFAR-100's official layout under ``root`` from uint8 images (N, 3072) and their fine labels."""
+    folder = Path(root) / _LAYOUT["cifar100"][0]
+    folder.mkdir(parents=True, exist_ok=True)
+    _dump(folder / "train", _batch("training batch 1 of 1", train_y, train_x, np.arange(len(train_y)), True))
+    if test_x is not None:
+        _dump(folder / "test", _batch("testing batch 1 of 1", test_y, test_x, np.arange(len(test_y)), True))
+    _dump(
+        folder / "meta",
+        {
+            "fine_label_names": [f"class_{c:02d}" for c in range(100)],
+            "coarse_label_names": [f"superclass_{c:02d}" for c in range(20)],
+        },
+    )
+    return Path(root)
+
+
+WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100}
+
+
 def write_fake_cifar(
     root: str | Path,
     dataset: Literal["cifar10", "cifar100"] = "cifar10",
@@ -93,10 +115,8 @@ def write_fake_cifar(
         raise ValueError(f"dataset must be one of {sorted(_LAYOUT)}, not {dataset!r}")
     if pattern not in ("random", "patterned"):
         raise ValueError(f"pattern must be 'random' or 'patterned', not {pattern!r}")
-    folder_name, num_classes = _LAYOUT[dataset]
+    num_classes = _LAYOUT[dataset][1]
     root = Path(root)
-    folder = root / folder_name
-    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     splits = {}
     for split, n in (("train", n_train), ("test", n_test)):
@@ -104,19 +124,7 @@ def write_fake_cifar(
         splits[split] = (labels, _images(labels, num_classes, rng, pattern))
     (train_y, train_x), (test_y, test_x) = splits["train"], splits["test"]
 
-    if dataset == "cifar10":
-        write_cifar10(root, train_x, train_y, test_x if n_test else None, test_y if n_test else None)
-    else:
-        _dump(folder / "train", _batch("training batch 1 of 1", train_y, train_x, np.arange(n_train), True))
-        if n_test:
-            _dump(folder / "test", _batch("testing batch 1 of 1", test_y, test_x, np.arange(n_test), True))
-        _dump(
-            folder / "meta",
-            {
-                "fine_label_names": [f"class_{c:02d}" for c in range(100)],
-                "coarse_label_names": [f"superclass_{c:02d}" for c in range(20)],
-            },
-        )
+    WRITERS[dataset](root, train_x, train_y, test_x if n_test else None, test_y if n_test else None)
     return root
 
 

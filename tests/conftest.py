@@ -1,5 +1,6 @@
 """Shared test setup: the small CIFAR data, the ``cuda`` marker (skipped without a GPU), the helpers' path."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "helpers"))
 
 from datamodules import write_fake_cifar
+
+# Tests make their own data: a missing data set is never built from ../shared/data (datamodules.cifar.local_copies),
+# here or in the commands the tests start. A test of the local copies sets its own folder.
+os.environ["DREG_LOCAL_COPIES"] = ""
 
 
 @pytest.fixture(scope="session")

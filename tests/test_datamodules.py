@@ -445,3 +445,96 @@ def test_a_packed_copy_gives_a_run_the_same_images(c10: Path, tmp_path: Path) ->
         torch.testing.assert_close(a[0], b[0], rtol=0, atol=0)
         torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)
     assert full.mean == copy.mean and full.std == copy.std
+
+
+# ---- CIFAR-100: an image is (class, position within the class) -------------------------------------
+
+
+def _interleaved_otherwise(src: Path, dst: Path, seed: int) -> Path:
+    """The same CIFAR-100 with the classes interleaved in another order, each class's images in theirs (what the
+    local copy of ../shared/data/cifar100 is to the official files)."""
+    from datamodules.fake_cifar import write_cifar100
+
+    splits = []
+    for name in ("train", "test"):
+        with open(src / "cifar-100-python" / name, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        labels = np.array(entry["fine_labels"])
+        slots = np.random.default_rng(seed).permutation(labels)  # which class each position now holds
+        order = np.empty(len(labels), dtype=np.int64)
+        for c in np.unique(labels):
+            order[slots == c] = np.flatnonzero(labels == c)  # the class's images, in their order
+        assert not np.array_equal(order, np.arange(len(labels)))
+        splits += [entry["data"][order], labels[order]]
+    return write_cifar100(dst, *splits)
+
+
+def test_cifar100_runs_do_not_depend_on_how_the_files_interleave_the_classes(c100: Path, tmp_path: Path) -> None:
+    other = _interleaved_otherwise(c100, tmp_path, seed=5)
+    args = dict(batch_size=50, val_size=100, train_subset=200, seed=3, verify=False)
+    batches = []
+    for root in (c100, other):
+        dm = CIFAR100DataModule(root, **args)
+        dm.setup()
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(1)
+        batches.append([*loader, *dm.val_dataloader(), *dm.test_dataloader()])
+    assert len(batches[0]) == 4 + 2 + 2
+    for (xa, ya), (xb, yb) in zip(*batches, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+
+
+def test_cifar10_keeps_the_order_of_its_files(c10: Path) -> None:
+    """CIFAR-10's committed runs were drawn from the files' order: it is not reordered."""
+    dm = CIFAR10DataModule(c10, batch_size=50, val_size=0, verify=False)
+    (_, labels), _ = dm.read_splits()
+    assert labels.tolist() == _raw_train(c10)[1].tolist() and labels.tolist() != sorted(labels.tolist())
+
+
+def _fake_local_copies(tmp_path: Path, fails: bool = False) -> Path:
+    """A folder of local copies holding a cifar100/build.py that writes a small fake CIFAR-100 (or fails)."""
+    build = tmp_path / "copies" / "cifar100" / "build.py"
+    build.parent.mkdir(parents=True)
+    body = (
+        "raise SystemExit('no WebP support')"
+        if fails
+        else (
+            "from datamodules import write_fake_cifar\nwrite_fake_cifar(sys.argv[1], 'cifar100', n_train=300, n_test=0)"
+        )
+    )
+    build.write_text(f"import sys\n{body}\n")
+    return build.parents[1]
+
+
+def test_a_missing_data_set_is_built_from_a_local_copy_and_not_md5_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("DREG_LOCAL_COPIES", str(_fake_local_copies(tmp_path)))
+    dm = CIFAR100DataModule(tmp_path / "data", batch_size=100, val_size=100)  # verify=True
+    dm.setup()
+    assert dm.is_local_copy and len(dm._train[1]) == 200
+    err = capsys.readouterr().err
+    assert "building CIFAR-100 from the local copy" in err and "md5 check skipped" in err
+    with pytest.raises(DataError, match=r"CIFAR-10 not found .*download=False"):  # no cifar10/ among the copies
+        CIFAR10DataModule(tmp_path / "data", download=False).prepare_data()
+
+
+def test_a_local_copy_that_fails_to_build_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DREG_LOCAL_COPIES", str(_fake_local_copies(tmp_path, fails=True)))
+    with pytest.raises(DataError, match=r"building CIFAR-100 from .*build.py .* failed \(no WebP support\)"):
+        CIFAR100DataModule(tmp_path / "data").prepare_data()
+
+
+def test_a_packed_cifar100_gives_a_run_the_same_images(data: Path, tmp_path: Path) -> None:
+    from datamodules.carry import main as carry
+
+    carry(["pack", str(data), str(tmp_path / "mini.npz"), "--dataset", "cifar100", "--seeds", "0", "1",
+           "--preset", "smoke"])  # fmt: skip
+    carry(["unpack", str(tmp_path / "mini.npz"), str(tmp_path / "copy")])
+    for seed in (0, 1):
+        args = dict(batch_size=16, val_size=100, train_subset=400, seed=seed, verify=False, augment=False)
+        full, copy = (CIFAR100DataModule(data_dir=d, **args) for d in (data, tmp_path / "copy"))
+        for dm in (full, copy):
+            dm.setup()
+        for a, b in zip((full._train, full._val, full._test), (copy._train, copy._val, copy._test), strict=True):
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
