@@ -91,6 +91,19 @@ def at_chance(acc: float | None, cfg: RunConfig) -> bool:
     return acc is not None and acc <= 1 / DATAMODULES[cfg.dataset].num_classes + CHANCE_MARGIN
 
 
+def noise_margin(p: float, n_val: int) -> float:
+    """SPEC 8.4: the one-seed noise margin of a difference of two best accuracies near ``p`` measured on ``n_val``
+    validation images, 2 sqrt(2 p (1 - p) / n_val) (2.8 points at p 0.5, n_val 2,500)."""
+    return 2 * math.sqrt(2 * p * (1 - p) / n_val)
+
+
+def validation_size(cfg: RunConfig) -> int:
+    """How many images a run's validation accuracy is measured on."""
+    from experiments.projection import TEST_IMAGES
+
+    return TEST_IMAGES if cfg.val_from_test else cfg.val_size
+
+
 def zero_if_never(value: float | None) -> float:
     return 0.0 if value is None else value
 
@@ -437,8 +450,8 @@ CLAIMS: dict[str, Callable[[FigureRecords, pd.DataFrame], list[Claim]]] = {
 
 def analyze(records: FigureRecords) -> FigureAnalysis:
     """The figure's comparisons and its claims (or, for the mechanism study, its questions) with verdicts."""
-    from analysis.questions import mechanism_questions
+    from analysis.questions import mechanism_questions, mse_questions
 
     table = comparisons(records)
-    rules = {**CLAIMS, "mechanism": mechanism_questions}
+    rules = {**CLAIMS, "mechanism": mechanism_questions, "mse": mse_questions}
     return FigureAnalysis(records, table, rules[records.spec.kind](records, table))

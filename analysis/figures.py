@@ -120,6 +120,7 @@ def _mechanism_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
 STYLES: dict[str, Callable[[FigureRecords], Callable[[RunConfig], Style]]] = {
     "batch_sweep": _convergence_styles, "site_sweep": _site_styles, "lambda_sweep": _lambda_styles,
     "momentum_sweep": _momentum_styles, "controls": _control_styles, "mechanism": _mechanism_styles,
+    "mse": _mechanism_styles,
 }  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""The mechanism study's questions M1-M6 and M8 (docs/method.md, "Questions and rules"), decided per seed.
+"""The mechanism study's questions M1-M6 and M8 and the mse reading's M9-M10 (docs/method.md, "Questions and
+rules"), decided per seed.
 
 Every speed-up here is per seed: the reference run's first epoch at its own best validation accuracy over
 the compared run's first epoch at that accuracy (None: never reached; counted as 0). A question needs every
@@ -18,18 +19,23 @@ import pandas as pd
 from analysis.claims import (
     NO,
     NOT_ENOUGH,
+    SPEEDUP_CLAIMED,
     SPEEDUP_RULE,
     YES,
     Claim,
     every_seed,
+    fmt_speedup,
+    noise_margin,
     pct,
     per_seed,
     seed_curves,
     seed_states,
+    speed_words,
     speedups,
+    validation_size,
     zero_if_never,
 )
-from analysis.records import FINISHED, FigureRecords, run_key
+from analysis.records import FINISHED, FigureRecords, bs_label, run_key
 from experiments.config import RunConfig
 
 
@@ -39,10 +45,15 @@ class Roles:
     def __init__(self, records: FigureRecords) -> None:
         self.records = records
 
-    def find(self, panel: str, dreg: bool, lam: float = 0.1, **changes: object) -> RunConfig | None:
+    def find(
+        self, panel: str, dreg: bool, lam: float = 0.1, batch_size: int | None = None, **changes: object
+    ) -> RunConfig | None:
+        """The run of ``panel`` with or without DReg, at ``lam``, changing exactly ``changes`` (at ``batch_size``,
+        where the panel has several)."""
         for cfg in self.records.spec.panels.get(panel, []):
             same_kind = (cfg.dreg_site is not None) == dreg and (not dreg or cfg.dreg_lambda == lam)
-            if same_kind and cfg.differences() == changes:
+            same_batch = batch_size is None or cfg.batch_size == batch_size
+            if same_kind and same_batch and cfg.differences() == changes:
                 return cfg
         return None
 
@@ -157,4 +168,46 @@ def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Cla
             (base_b, run),
             m6,
         )
+    return out
+
+
+def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
+    """M9 (does the mse reading reproduce Fig. 2?) and M10 (is mse the same as lambda 0?), SPEC 8.2."""
+    r = Roles(records)
+    sweep = table[table["panel"] == "a"] if len(table) else table
+    pairs = [(r.find("a", False, batch_size=bs), r.find("a", True, batch_size=bs, dreg_form="mse"))
+             for bs in sorted(set(sweep["batch_size"]))] if len(sweep) else []  # fmt: skip
+    missing = r.missing(*(cfg for pair in pairs for cfg in pair)) if pairs else "a run it needs is not in the figure"
+    if missing is None:
+        speed = [0.0 if pd.isna(v) else float(v) for v in sweep["speedup"]]
+        median = float(np.median(speed))
+        listed = ", ".join(f"{bs_label(row['batch_size'])}: {speed_words(row)}" for _, row in sweep.iterrows())
+        seeds = "; ".join(f"{bs_label(b.batch_size)} {per_seed(speedups(records, b, m))}"
+                          for b, m in pairs if b.batch_size in (2048, 30720))  # fmt: skip
+        m9 = (median >= SPEEDUP_CLAIMED, f"speed-ups {listed}; median {fmt_speedup(median)}. Per seed: {seeds}")
+    else:
+        m9 = (False, missing)
+    out = [Claim(
+        records.name, "M9", "does the mse reading reproduce Fig. 2 (DReg 2-3x sooner)?",
+        f"Fig. 2's rule: median speed-up over the batch sizes >= {SPEEDUP_CLAIMED:g} (never reached counts as 0)",
+        m9[1], _answer(m9[0], missing),
+    )]  # fmt: skip
+
+    at = {bs: (r.find("b", True, batch_size=bs, dreg_form="mse"), r.find("b", True, lam=0.0, batch_size=bs))
+          for bs in (2048, 30720)}  # fmt: skip
+    missing = r.missing(*(cfg for pair in at.values() for cfg in pair))
+    within, words = True, []
+    if missing is None:
+        for bs, (mse, lam0) in at.items():
+            ours, theirs = seed_curves(records, mse), seed_curves(records, lam0)
+            for seed in sorted(set(ours) & set(theirs)):
+                a, b = float(ours[seed][1].max()), float(theirs[seed][1].max())
+                margin = noise_margin(b, validation_size(lam0))
+                within &= abs(a - b) <= margin
+                words.append(f"{bs_label(bs)} seed {seed}: {pct(a)} vs {pct(b)} (margin {100 * margin:.1f} pts)")
+    out.append(Claim(
+        records.name, "M10", "is the mse reading the same as DReg with λ=0 (two paths, no penalty)?",
+        "at 2k and at 30k, mse's best accuracy within the one-seed noise margin 2 sqrt(2 p (1 - p) / n_val) of "
+        "λ=0's (p its best) in every seed", missing or "; ".join(words), _answer(within, missing),
+    ))  # fmt: skip
     return out

@@ -36,7 +36,7 @@ def setting(kind: str, row: pd.Series) -> str:
         return f"{model}, λ={row['dreg_lambda']:g}"
     if kind == "momentum_sweep":
         return f"{model}, momentum {row['momentum']:g}"
-    if kind == "mechanism":
+    if kind in ("mechanism", "mse"):
         return f"BS {bs_label(row['batch_size'])}, {row['label']}"
     variant = "λ=0" if row["dreg_lambda"] == 0 else "path loss mean" if row["path_loss"] == "mean" else (
         "cosine form" if row["dreg_form"] == "cosine" else "paper form")  # fmt: skip
@@ -191,6 +191,9 @@ def _not_run(analyses: list[cl.FigureAnalysis]) -> str:
     return "\n".join(lines) or "- everything in the figure specs has records"
 
 
+ANSWERS_HEADING = "## Answers: the mechanism study (M1-M8) and the mse reading (M9-M10)"
+
+
 def build_report(
     results: Path | str = "results", preset: str = "mini", figures_dir: Path | None = None, precision: str | None = None
 ) -> str:
@@ -205,7 +208,7 @@ def build_report(
         raise AnalysisError(f"no run records under {folder}: run a sweep first (python -m experiments run ...)")
     analyses = [cl.analyze(load_figure_records(name, results, preset, precision=precision)) for name in FIGURE_NAMES]
     claims = [c for a in analyses for c in a.claims if a.records.spec.of_paper]
-    asked = [c for a in analyses for c in a.claims if a.records.spec.kind == "mechanism"]
+    asked = [c for a in analyses for c in a.claims if a.records.spec.kind in ("mechanism", "mse")]
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
     checks = stability.checks(results, preset)
     asked.append(stability.question(checks))
@@ -224,7 +227,7 @@ def build_report(
         "## Scope", _scope(analyses, preset, precision),
         "## Deviations from the paper", DEVIATIONS.format(scale=_scale_deviation(preset)),
         "## Definitions", definitions, questions.__doc__.strip(), stability.__doc__.strip(),
-        "## Verdicts: the paper's claims", summary, "## Answers: the mechanism study (M1-M8)", answers,
+        "## Verdicts: the paper's claims", summary, ANSWERS_HEADING, answers,
     ]  # fmt: skip
     figures = [figure_section(a, figures_dir) for a in analyses]
     tail = ["## Stability of the DReg distance (M7)", stability.section(checks, figures_dir),

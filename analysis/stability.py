@@ -9,7 +9,10 @@ scalar recurrence. PyTorch's SGD: ``v <- mu v + g``, ``w <- w - lr v``, and
   per step, from any start, until ``||D||^2`` overflows float32;
 - ``norm`` (``-lambda ||D||``): ``g_D = wd D - 2 lambda D / ||D||``: ``||D||`` rises by about
   ``2 lr lambda / (1 - mu)`` per step towards ``2 lambda / wd`` and stays there;
-- ``cosine``: bounded in [0, 4] and blind to the scale: no growth is predicted.
+- ``cosine``: bounded in [0, 4] and blind to the scale: no growth is predicted;
+- ``mse`` (``-lambda ||D||^2 / N``, SPEC 8.2): the frobenius recurrence with ``4 lambda / N``; where N > 4 lambda /
+  wd weight decay wins and only the paths' different cross-entropy pulls move D, which this prediction leaves
+  out: none is made. The figure draws ``mse`` runs beside the lambda-0 runs (two paths, no penalty) instead.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def simulate(
 
     Runs the optimizer's recurrence on the scalar distance in float64; past float32's range the values are
     still finite here, so the overflow step can be read off (a frobenius prediction over thousands of steps
-    goes on to pass float64's range too, quietly: inf). ``cosine`` has no prediction: NaN.
+    goes on to pass float64's range too, quietly: inf). ``cosine`` and ``mse`` have no prediction: NaN.
     """
     if form not in ("frobenius", "norm"):
         return np.full(len(lrs) + 1, math.nan)
@@ -94,7 +97,7 @@ class Check:
 
     @property
     def holds(self) -> bool | None:
-        """M7's rule for this run; None where it does not apply (cosine; lambda 0, where no penalty drives the
+        """M7's rule for this run; None where it does not apply (cosine, mse; lambda 0, where no penalty drives the
         distance and only the cross-entropy's difference between the paths moves it) or cannot be decided yet."""
         if self.lam == 0:
             return None
@@ -160,13 +163,27 @@ def checks(results: Path | str, preset: str) -> list[Check]:
     return [check_run(g.sort_values("epoch")) for _, g in table.groupby(["run_name"], sort=True)]
 
 
+UNPREDICTED = "mse and lambda 0"  # the panel of the runs no optimizer-only prediction covers
+
+
+def panel(c: Check) -> str:
+    """The figure panel a run is drawn in: its form, or beside the lambda-0 runs for ``mse``."""
+    return UNPREDICTED if c.form == "mse" or c.lam == 0 else c.form
+
+
+def predicted(c: Check) -> bool:
+    """Whether M7 predicts this run's distance (a form with a recurrence and a penalty that drives it)."""
+    return c.form in ("frobenius", "norm") and c.lam > 0
+
+
 def draw(found: list[Check], title: str) -> Figure:
-    """Measured ``||W_R - W_L||`` per step (solid, markers) and its prediction (dashed), log scale, per form."""
-    forms = [f for f in ("frobenius", "norm", "cosine") if any(c.form == f for c in found)] or ["frobenius"]
+    """Measured ``||W_R - W_L||`` per step (solid, markers) and its prediction (dashed), log scale, per panel."""
+    order = ("frobenius", "norm", "cosine", UNPREDICTED)
+    forms = [f for f in order if any(panel(c) == f for c in found)] or ["frobenius"]
     fig = Figure(figsize=(5.4 * len(forms), 4.6), layout="constrained")
     axes = fig.subplots(1, len(forms), squeeze=False)[0]
     for ax, form in zip(axes, forms, strict=True):
-        for i, c in enumerate(c for c in found if c.form == form):
+        for i, c in enumerate(c for c in found if panel(c) == form):
             color = f"C{i % 10}"
             ax.plot(
                 c.steps,
@@ -177,12 +194,13 @@ def draw(found: list[Check], title: str) -> Figure:
                 linewidth=1.2,
                 label=f"{c.run.split('-', 3)[2]} {c.run.split('-', 3)[3]} s{c.seed} ({c.state})",
             )
-            if np.isfinite(c.predicted).any():
+            if predicted(c) and np.isfinite(c.predicted).any():
                 limit = min(len(c.predicted), int(c.steps[-1]) + 2 * c.steps_per_epoch)
                 ax.plot(np.arange(limit), c.predicted[:limit], color="black", linestyle="--", linewidth=0.9, zorder=3)
         ax.axhline(math.sqrt(FLOAT32_MAX), color="gray", linewidth=0.8, linestyle=":")
         ax.set_yscale("log")
-        ax.set_title(f"{form}: measured (colour) vs predicted (black, dashed)", fontsize=10)
+        what = "measured (no prediction)" if form == UNPREDICTED else "measured (colour) vs predicted (black, dashed)"
+        ax.set_title(f"{form}: {what}", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, loc="best")
@@ -199,7 +217,8 @@ def table_rows(found: list[Check]) -> list[list[str]]:
 
     rows = []
     for c in found:
-        final = f"{c.measured[-1]:.3g} / {c.predicted[int(c.steps[-1])]:.3g}" if c.form != "cosine" else "-"
+        prediction = f"{c.predicted[int(c.steps[-1])]:.3g}" if predicted(c) else "-"
+        final = f"{c.measured[-1]:.3g} / {prediction}"
         verdict = {True: "yes", False: "no", None: "-"}[c.holds]
         rows.append(
             [
@@ -220,7 +239,7 @@ def question(found: list[Check]) -> Claim:
     """M7: does the measured distance follow the prediction, in every run where the rule applies?"""
     decided = [c for c in found if c.holds is not None]
     failed = [f"{c.run} s{c.seed}" for c in decided if not c.holds]
-    undecided = [c for c in found if c.holds is None and c.form != "cosine" and c.lam > 0]
+    undecided = [c for c in found if c.holds is None and predicted(c)]
     if failed:
         answer = NO
     elif decided and not undecided:

@@ -137,7 +137,8 @@ def run_sweep(
         for cfg, action in rows:
             others = (shared or {}).get(cfg.name)
             also = f"  shared with {', '.join(others)}" if others else ""
-            print(f"  {action:4s}  {cfg.name}  [{read_status(run_dir(cfg, ex.results))['state']}]{also}")
+            hours = f"  ~{_projection([cfg], ex)[1] / 3600:.2f} h" if action == "run" else ""
+            print(f"  {action:4s}  {cfg.name}  [{read_status(run_dir(cfg, ex.results))['state']}]{hours}{also}")
         return [(cfg, "dry-run") for cfg in jobs]
     outcomes: list[tuple[RunConfig, str]] = []
     start = time.monotonic()

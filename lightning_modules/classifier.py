@@ -99,6 +99,8 @@ class Classifier(L.LightningModule):
                 return self.net.distance()  # ||W_R - W_L||^2, as Eq. 3 writes it
             if self.settings.dreg_form == "norm":
                 return self.net.distance().sqrt()  # ||W_R - W_L||: bounded by weight decay
+            if self.settings.dreg_form == "mse":
+                return self.net.distance() / self.net.size()  # mean((W_R - W_L)^2), as F.mse_loss(W_R, W_L)
             return self.net.cosine_distance()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -200,6 +200,10 @@ class DRegNet(nn.Module):
         pairs = zip(self.branch_params("R"), self.branch_params("L"), strict=True)
         return sum(_SquaredDistance.apply(w_R, w_L) for w_R, w_L in pairs)
 
+    def size(self) -> int:
+        """N, the number of weights the distance is taken over."""
+        return sum(p.numel() for p in self.branch_params("R"))
+
     def cosine_distance(self) -> torch.Tensor:
         """``||W_R/|W_R| - W_L/|W_L|||^2`` in [0, 4]: the bounded, scale-invariant variant (docs/method.md)."""
         w_R, w_L = self._flat("R"), self._flat("L")

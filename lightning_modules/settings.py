@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CHOICES = {
-    "dreg_form": ("frobenius", "norm", "cosine"),
+    "dreg_form": ("frobenius", "norm", "cosine", "mse"),
     "path_loss": ("sum", "mean"),
     "activity_norm": ("l1", "l2"),
     "lr_scaling": ("none", "linear", "sqrt"),
@@ -34,7 +34,7 @@ class ModuleSettings:
     dreg_site: str | None = None  # R1 (nearest the output) ... or a module path; None: no DReg
     dreg_lambda: float = 0.1
     dreg_eps: float = 0.01  # W_L = W_R + eps std(W_R) N(0, 1)
-    dreg_form: str = "frobenius"  # Eq. 3's squared distance, its unsquared norm, or the cosine form
+    dreg_form: str = "frobenius"  # Eq. 3's squared distance, its unsquared norm, the cosine form, or its mean (mse)
     dreg_include_bias: bool = False
     dreg_learnable: bool = False  # refused: the DReg term is maximized, a learned weight would run off
     path_loss: str = "sum"  # sum (Eq. 3) or mean of the two cross-entropies

@@ -15,7 +15,7 @@ from analysis.__main__ import main
 from analysis.fake_records import write_fake_records, write_run
 from analysis.figures import draw, render
 from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
-from analysis.report import build_report
+from analysis.report import ANSWERS_HEADING, build_report
 from experiments.config import FIGURE_NAMES, RunConfig, load_figure
 
 
@@ -360,8 +360,9 @@ def test_report_is_a_replication_report(tmp_path):
     text = build_report(tmp_path, "smoke", tmp_path / "smoke" / "analysis")
     sections = [line for line in text.splitlines() if line.startswith("## ")]
     assert sections[:6] == ["## Scope", "## Deviations from the paper", "## Definitions",
-                            "## Verdicts: the paper's claims", "## Answers: the mechanism study (M1-M8)",
+                            "## Verdicts: the paper's claims", ANSWERS_HEADING,
                             "## Figure 2: VGG16 on CIFAR-10"]  # fmt: skip
+    assert ANSWERS_HEADING == "## Answers: the mechanism study (M1-M8) and the mse reading (M9-M10)"
     assert sections[-3:] == ["## Stability of the DReg distance (M7)", "## Compute", "## Not run yet"]
     for question in ("M1", "M2", "M3", "M4", "M5", "M6", "M7", "M8"):
         assert f"| {question} " in text
@@ -418,3 +419,27 @@ def test_a_line_missing_in_the_figures_precision_is_lent_from_another_with_its_o
     shutil.rmtree(tmp_path / "smoke" / dataclasses.replace(lent, dreg_site=None).name)
     records = load_figure_records("fig6", tmp_path, "smoke")
     assert records.missing["a"] == [deepest] and not any("bf16" in note for note in records.notes)
+
+
+@pytest.mark.parametrize(
+    ("mse_acc", "m9", "m10"),
+    [
+        ([0.8, 0.85], "yes", "yes"),  # reaches the baseline's best in epoch 1 of 2 (2.00x); 85% vs 80%: within 11.3 pts
+        ([0.5, 0.7], "no", "yes"),  # never reaches it (counted 0); 70% vs 80%: within the margin
+        ([0.3, 0.5], "no", "no"),  # 50% vs 80%: 30 points apart, outside the margin
+    ],
+)
+def test_the_mse_questions_can_come_out_either_way(tmp_path, mse_acc, m9, m10):
+    for cfg in load_figure("mse", "smoke").runs:
+        write_run(tmp_path, cfg, mse_acc if cfg.dreg_form == "mse" else [0.5, 0.8])
+    answers = {c.panel: c for c in cl.analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
+    assert (answers["M9"].verdict, answers["M10"].verdict) == (m9, m10)
+    assert "median 2.00x" in answers["M9"].measured if m9 == "yes" else "median 0.00x" in answers["M9"].measured
+    assert "2k seed 0: " in answers["M10"].measured and "(margin 11.3 pts)" in answers["M10"].measured
+
+
+def test_the_mse_questions_wait_for_their_runs(tmp_path):
+    write_fake_records(tmp_path, "mse", skip=["bs30720-dreg0-"])
+    answers = {c.panel: c for c in cl.analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
+    assert answers["M9"].verdict != cl.NOT_ENOUGH
+    assert answers["M10"].verdict == cl.NOT_ENOUGH and "bs30720-dreg0-R1-m0.9 is not run" in answers["M10"].measured

@@ -367,6 +367,31 @@ def test_the_loss_of_each_reading(batch, form):
     torch.testing.assert_close(terms["loss"], terms["ce_R"] + terms["ce_L"] - 0.3 * penalty)
 
 
+def test_the_mse_reading_and_its_gradient_by_hand(batch):
+    """SPEC 8.2: lambda mean((W_R - W_L)^2) over the N weights; dL/dW_R = dCE_R/dW_R - 2 lambda (W_R - W_L) / N."""
+    x, y = batch
+    lam = 0.5
+    model = make(lam=lam, dreg_form="mse")
+    terms = model._loss_terms(x, y)
+    W_R, W_L = model.net.net.conv2.weight, model.net.branch_L["conv"].weight
+    n = W_R.numel()
+    assert model.net.size() == n == 4 * 4 * 3 * 3
+    torch.testing.assert_close(terms["dreg"], F.mse_loss(W_R, W_L))
+    terms["loss"].backward()
+    reference = Tiny()
+    reference.load_state_dict(model.net.net.state_dict())
+    (g_ce_R,) = torch.autograd.grad(F.cross_entropy(reference(x), y), reference.conv2.weight)
+    torch.testing.assert_close(W_R.grad, g_ce_R - 2 * lam * (W_R - W_L).detach() / n)
+
+
+def test_the_mse_reading_cannot_make_the_distance_grow_where_n_exceeds_4_lambda_over_wd():
+    """SPEC 8.2: the penalty's root has 4 lambda / N for 4 lambda; with N = 144 > 4 lambda / wd at lambda 0.01,
+    wd 5e-4 (80), weight decay wins: the branches stay as close as the two paths' cross-entropies put them."""
+    _, frobenius = growth_ratios("frobenius", 60, lam=0.01)
+    _, mse = growth_ratios("mse", 60, lam=0.01)
+    assert math.prod(frobenius[-20:]) > 1.5 and math.prod(mse[-20:]) < 1  # 1.80 and 0.994 when written
+
+
 class BiasNoBN(Tiny):
     """conv2 with a bias and no BatchNorm after it: a ReLU follows the site."""
 
