@@ -119,6 +119,23 @@ def test_smoke_sweep_completes_and_a_second_call_does_nothing(data, tmp_path):
     assert "3 done" in status and "10 pending" in status
 
 
+@pytest.mark.slow
+def test_a_cifar100_panel_trains_records_and_draws(data, tmp_path):
+    """Fig. 3's 2k pair at smoke scale on the fake CIFAR-100 (its default data set), then its figure."""
+    cli("run", "fig3", "--preset", "smoke", "--only", "bs2048-", "--data-dir", str(data), "--no-verify",
+        "--results", str(tmp_path), "--accelerator", "cpu", "--no-progress")  # fmt: skip
+    for name in ("base", "dreg0.1-R1"):
+        folder = tmp_path / "smoke" / f"vgg16-cifar100-bs2048-{name}-m0.9-s0"
+        assert read_status(folder)["state"] == "done" and len(pd.read_csv(folder / "metrics.csv")) == 2
+        assert yaml.safe_load((folder / "config.yaml").read_text())["run"]["dataset"] == "cifar100"
+    drawn = subprocess.run(
+        [sys.executable, "-m", "analysis", "figure", "fig3", "--results", str(tmp_path), "--preset", "smoke", "--out",
+         str(tmp_path / "figs")], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    assert (tmp_path / "figs" / "fig3.png").stat().st_size > 10_000
+
+
 def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch):
     cfg = smoke(epochs=3, model="resnet18")
     ex = Execution(data_dir=data, verify=False, accelerator="cpu", progress=False)
