@@ -14,6 +14,11 @@ from datamodules import write_fake_cifar
 # Tests make their own data: a missing data set is never built from ../shared/data (datamodules.cifar.local_copies),
 # here or in the commands the tests start. A test of the local copies sets its own folder.
 os.environ["DREG_LOCAL_COPIES"] = ""
+# One thread, as the commands the tests start already have (OMP_NUM_THREADS=1): at the tests' tiny widths a second
+# thread buys nothing, and two threads of a test and two of a training run beside it (a sweep) wait on each other
+# at every parallel region (measured 2026-12-06, AMD EPYC, 2 cores: a 2-thread mini VGG16 epoch 3.2 s alone,
+# 11 s beside one busy thread; a 1-thread epoch 5.9 s alone, 6.4 s beside it).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
