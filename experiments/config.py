@@ -190,7 +190,9 @@ class Figure:
         return list({run.name: run for runs in self.panels.values() for run in runs}.values())
 
 
+@functools.cache
 def load_presets() -> dict[str, dict[str, Any]]:
+    """The presets, parsed once per process (a run's name reads them): read them, never change them."""
     return yaml.safe_load((HERE / "presets.yaml").read_text())
 
 
