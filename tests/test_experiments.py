@@ -231,7 +231,7 @@ def test_mechanism_has_18_distinct_runs_and_shares_four_with_fig2(tmp_path):
     assert [len(runs) for runs in mechanism.panels.values()] == [13, 5]
     assert len({r.name for r in mechanism.runs}) == 18
     out = cli("run", "mechanism", "--preset", "mini", "--dry-run", "--results", str(tmp_path)).stdout
-    shared = [line.split()[1] for line in out.splitlines() if line.endswith("shared with fig2")]
+    shared = [line.split()[1] for line in out.splitlines() if "fig2" in line.partition("shared with ")[2].split(", ")]
     assert sorted(shared) == sorted(
         f"vgg16-cifar10-bs{b}-{k}-m0.9-s0" for b in (2048, 30720) for k in ("base", "dreg0.1-R1")
     )
