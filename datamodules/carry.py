@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule, stratified_split
+from datamodules import DATAMODULES
+from datamodules.cifar import stratified_split
 from datamodules.fake_cifar import WRITERS
 from experiments.config import preset_settings
-
-DATAMODULES = {dm.key: dm for dm in (CIFAR10DataModule, CIFAR100DataModule)}
 
 
 def pack(data_dir: Path, out: Path, seeds: list[int], preset: str = "mini", dataset: str = "cifar10") -> Path:
