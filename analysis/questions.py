@@ -25,7 +25,6 @@ from analysis.claims import (
     Claim,
     every_seed,
     fmt_speedup,
-    noise_margin,
     pct,
     per_seed,
     seed_curves,
@@ -35,6 +34,7 @@ from analysis.claims import (
     validation_size,
     zero_if_never,
 )
+from analysis.noise import accuracy_margin
 from analysis.records import FINISHED, FigureRecords, bs_label, run_key
 from experiments.config import RunConfig
 
@@ -152,13 +152,13 @@ def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Cla
             s = speedups(records, base_b, run)
             rows = records.table[records.table["run"] == run_key(run.name)].drop_duplicates(["seed", "epoch"])
             diverged = [
-                f"seed {k}: {g['diverged_epoch'].iloc[0]:.0f}"
+                f"seed {k}: {g['diverged_epoch'].iloc[0] + 1:.0f}"
                 for k, g in rows.groupby("seed")
                 if g["state"].iloc[0] == "diverged"
             ]
             bests = ", ".join(f"seed {k}: {pct(a.max())}" for k, (_, a) in seed_curves(records, run).items())
             return every_seed(s), (
-                f"diverged (epoch, 0-based): {', '.join(diverged) or 'none'}; best {bests}; {per_seed(s)}"
+                f"diverged in epoch (1-based): {', '.join(diverged) or 'none'}; best {bests}; {per_seed(s)}"
             )
 
         ask(
@@ -202,7 +202,7 @@ def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
             ours, theirs = seed_curves(records, mse), seed_curves(records, lam0)
             for seed in sorted(set(ours) & set(theirs)):
                 a, b = float(ours[seed][1].max()), float(theirs[seed][1].max())
-                margin = noise_margin(b, validation_size(lam0))
+                margin = accuracy_margin(b, validation_size(lam0))
                 within &= abs(a - b) <= margin
                 words.append(f"{bs_label(bs)} seed {seed}: {pct(a)} vs {pct(b)} (margin {100 * margin:.1f} pts)")
     out.append(Claim(

@@ -86,9 +86,29 @@ def figure_section(analysis: cl.FigureAnalysis, figures_dir: Path | None) -> str
     if len(records.table):
         parts.append(comparison_table(records.spec.kind, analysis.table))
         parts.append(f"Regenerate: `{_commands(records)}`")
-    parts += [f"- **{c.verdict}** ({_where(c)}): {c.statement}. Rule: {c.rule}. Measured: {c.measured}."
+    parts += [f"- **{c.verdict}**{_before(c)} ({_where(c)}): {c.statement}. Rule: {c.rule}. Measured: {c.measured}."
               for c in analysis.claims]  # fmt: skip
     return "\n\n".join(parts)
+
+
+def _earlier(claim: cl.Claim) -> str:
+    """The earlier rule's verdict: 'same' where SPEC 8.4 did not change it, 'no rule' for a claim it added."""
+    return "same" if claim.before is None or claim.before == claim.verdict else claim.before
+
+
+def _before(claim: cl.Claim) -> str:
+    """The earlier rule's verdict where SPEC 8.4 changed it (or added the claim), in words."""
+    earlier = _earlier(claim)
+    return "" if earlier == "same" else f" (before SPEC 8.4: {earlier})"
+
+
+AMENDMENT = (
+    "SPEC 8.4, the verdict amendment (docs/method.md §8), was written on 2026-12-06 after the Fig. 2 `mini` and the "
+    "`quick` results had been seen: an audit found verdicts their rules could not have denied. It can only take "
+    "support away (a trend over settings with a measured value only, a noise margin for every accuracy "
+    "difference, ties for speed-ups within a factor 1.25, at-chance runs decide nothing). Wherever it changes a "
+    "verdict, both are shown: the verdict in force, and the earlier rule's."
+)
 
 
 def _where(claim: cl.Claim) -> str:
@@ -130,7 +150,7 @@ def _scope(analyses: list[cl.FigureAnalysis], preset: str, precision: str | None
     val = "the official test set" if s["val_from_test"] else format(s["val_size"], ",") + " held-out images"
     return "\n".join([
         "- Claims: the paper's headline claims for Figs. 2-8 (rules below), and the mechanism study's questions "
-        f"M1-M8 (what DReg's effect is made of). Figures with records at this scale: {words}.",
+        f"M1-M10 (what DReg's effect is made of; the mse reading). Figures with records at this scale: {words}.",
         f"- Scale (`{preset}`): {s['description']}; width {s['width']:g}, {s['epochs']} epochs, {train} training "
         f"images, batches x{s['batch_scale']:g}, {val} as validation, precision {s['precision']}.",
     ])  # fmt: skip
@@ -154,8 +174,8 @@ def _scale_deviation(preset: str) -> str:
             "batch.")  # fmt: skip
 
 
-DEVIATIONS = """- Data: CIFAR-100 is not available on the machine that ran these records, so Figs. 3-8 (CIFAR-100 in the
-  paper) run on CIFAR-10 where their section says so; their verdicts are about CIFAR-10.
+DEVIATIONS = """- Data: Figs. 3-8 are on CIFAR-100 in the paper; where a figure's section says it shows runs made on
+  CIFAR-10 (the `quick` first look, made before CIFAR-100 was on the machine), its verdicts are about CIFAR-10.
 {scale}
 - Precision: bf16 autocast with channels_last tensors where the preset says so (the weights, the optimizer
   and the DReg distance stay float32); a figure the scope marks "in 32-true" ran in float32 (made on a CPU
@@ -212,9 +232,11 @@ def build_report(
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]
     checks = stability.checks(results, preset)
     asked.append(stability.question(checks))
-    counts = {v: sum(c.verdict == v for c in claims) for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_ENOUGH)}
-    summary = md_table(["claim", "measured", "verdict"], [[f"{_where(c)}: {c.statement}", c.measured, c.verdict]
-                                                          for c in claims + controls])  # fmt: skip
+    kinds = (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_DECIDABLE, cl.NOT_ENOUGH)
+    counts = {v: sum(c.verdict.split(":")[0] == v for c in claims) for v in kinds}
+    summary = md_table(["claim", "measured", "verdict", "before SPEC 8.4"],
+                       [[f"{_where(c)}: {c.statement}", c.measured, c.verdict, _earlier(c)]
+                        for c in claims + controls])  # fmt: skip
     answers = md_table(["question", "rule", "measured", "answer"],
                        [[f"{c.panel} {c.statement}", c.rule, c.measured, c.verdict] for c in asked])  # fmt: skip
     definitions = cl.__doc__.split("Definitions (the report repeats them):")[1].strip()
@@ -223,11 +245,12 @@ def build_report(
         f"Records: `{folder}`; generated {datetime.date.today().isoformat()}. Settings were fixed before any result "
         "was seen and never tuned; every number is as measured, whether or not it favours DReg.",
         f"Paper claims: {counts[cl.REPRODUCED]} reproduced, {counts[cl.NOT_REPRODUCED]} not reproduced, "
-        f"{counts[cl.NOT_ENOUGH]} not enough data. The controls and the mechanism questions answer yes / no.",
+        f"{counts[cl.NOT_DECIDABLE]} not decidable, {counts[cl.NOT_ENOUGH]} not enough data. The controls and the "
+        "mechanism questions answer yes / no.",
         "## Scope", _scope(analyses, preset, precision),
         "## Deviations from the paper", DEVIATIONS.format(scale=_scale_deviation(preset)),
         "## Definitions", definitions, questions.__doc__.strip(), stability.__doc__.strip(),
-        "## Verdicts: the paper's claims", summary, ANSWERS_HEADING, answers,
+        "## Verdicts: the paper's claims", AMENDMENT, summary, ANSWERS_HEADING, answers,
     ]  # fmt: skip
     figures = [figure_section(a, figures_dir) for a in analyses]
     tail = ["## Stability of the DReg distance (M7)", stability.section(checks, figures_dir),

@@ -209,6 +209,11 @@ def draw(found: list[Check], title: str) -> Figure:
     return fig
 
 
+def one_based(epoch: int | None) -> int | None:
+    """A record's 0-based epoch as the report counts it (the row written after the first epoch is epoch 1)."""
+    return None if epoch is None else epoch + 1
+
+
 def table_rows(found: list[Check]) -> list[list[str]]:
     """M7's table: per run and seed, growth measured / predicted, divergence epoch measured / predicted."""
 
@@ -227,7 +232,7 @@ def table_rows(found: list[Check]) -> list[list[str]]:
                 c.form,
                 c.state,
                 f"{num(c.growth_measured, '.4f')} / {num(c.growth_predicted, '.4f')}",
-                f"{num(c.diverged_epoch, 'd')} / {num(c.predicted_epoch, 'd')}",
+                f"{num(one_based(c.diverged_epoch), 'd')} / {num(one_based(c.predicted_epoch), 'd')}",
                 final,
                 verdict,
             ]
@@ -276,7 +281,7 @@ def section(found: list[Check], figures_dir: Path | None) -> str:
         "form",
         "state",
         "growth per step: measured / predicted",
-        "diverged epoch (0-based): measured / predicted",
+        "diverged in epoch (1-based): measured / predicted",
         "last ||W_R - W_L||: measured / predicted",
         "holds",
     ]

@@ -179,6 +179,7 @@ class Figure:
     subtitle: str
     claims: tuple[str, ...] = ()  # for a batch sweep: which of the paper's convergence claims it makes
     panels: dict[str, list[RunConfig]] = field(default_factory=dict)
+    accuracy_gap: dict[str, Any] | None = None  # the text's average accuracy gap: {points, panels}
 
     @property
     def of_paper(self) -> bool:
@@ -219,7 +220,8 @@ def load_figure(name: str, preset: str, seeds: int = 1, overrides: dict[str, Any
     spec = yaml.safe_load((FIGURES_DIR / f"{name}.yaml").read_text())
     settings = functools.cache(lambda model: preset_settings(preset, model))  # the YAML read once per network
     settings(RunConfig.model)  # an unknown preset is refused before anything else
-    figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())))
+    figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())),
+                    accuracy_gap=spec.get("accuracy_gap"))  # fmt: skip
     for panel, grids in spec["panels"].items():
         runs = [{**spec.get("defaults", {}), **run, **(overrides or {})} for grid in grids for run in _expand(grid)]
         figure.panels[panel] = [
