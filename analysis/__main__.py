@@ -1,4 +1,4 @@
-"""``python -m analysis``: draw a figure of the paper from run records, or write the replication report."""
+"""``python -m analysis``: draw a figure of the paper from run records, or write the replication report or summary."""
 
 from __future__ import annotations
 
@@ -60,6 +60,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"wrote {write_report(args.results, args.preset, args.out, args.precision)}")
 
 
+def cmd_summary(args: argparse.Namespace) -> None:
+    from analysis.summary import write_summary
+
+    print(f"wrote {write_summary(args.results, args.out)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m analysis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -73,16 +79,19 @@ def main(argv: list[str] | None = None) -> int:
     stability.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
     precision = commands.add_parser("precision", help="the same runs in bf16 and float32: within seed noise?")
     precision.add_argument("--out", type=Path, help="folder for the files (default RESULTS/PRESET/analysis)")
-    for sub in (figure, report, stability, precision):
+    summary = commands.add_parser("summary", help="one table of every claim over the scales: RESULTS/REPORT.md")
+    summary.add_argument("--out", type=Path, help="the summary file (default RESULTS/REPORT.md)")
+    for sub in (figure, report, stability, precision, summary):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
+    for sub in (figure, report, stability, precision):
         sub.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (default mini)")
     for sub in (figure, report):
         sub.add_argument("--precision", choices=PRECISIONS, help="the runs' precision, if not the preset's")
     args = parser.parse_args(argv)
     try:
-        {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability, "precision": cmd_precision}[
-            args.command
-        ](args)
+        commands_ = {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability,
+                     "precision": cmd_precision, "summary": cmd_summary}  # fmt: skip
+        commands_[args.command](args)
     except AnalysisError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
