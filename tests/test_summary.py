@@ -1,6 +1,7 @@
 """The summary page (results/committed/REPORT.md): one command from the committed records, and a sample of its
 numbers recomputed here by hand from the runs' metrics.csv, without the analysis code."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -9,7 +10,8 @@ import pytest
 from analysis.__main__ import main
 from analysis.summary import build_summary
 
-COMMITTED = Path(__file__).resolve().parents[1] / "results" / "committed"
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "results" / "committed"
 MINI = COMMITTED / "mini"
 
 
@@ -75,3 +77,12 @@ def test_the_mechanism_answers_match_the_metrics(summary):
         speedups.append(first_at(base, base.max()) / first_at(dreg, base.max()))
         assert f"seed {seed}: {speedups[-1]:.2f}x" in line
     assert ("**yes**" in line) == (min(speedups) >= 1.25)  # the rule of M1: >= 1.25 in every seed
+
+
+def test_the_readme_results_are_short_and_their_numbers_are_the_summarys():
+    section = (ROOT / "README.md").read_text().split("\n## Results\n")[1].split("\n## ")[0]
+    assert len(section.splitlines()) <= 60
+    summary = (COMMITTED / "REPORT.md").read_text()
+    numbers = re.findall(r"[-+]?\d+\.\d+(?:x|%| pts)|rho [-+]\d\.\d\d|\d+ of \d+ decided runs", section)
+    assert len(numbers) >= 10
+    assert [n for n in numbers if n not in summary] == []
