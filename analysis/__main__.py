@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from analysis.figures import draw, save
-from analysis.records import AnalysisError, load_figure_records
+from analysis.records import AnalysisError, damaged_runs, load_figure_records
 from analysis.report import write_report
 from experiments.config import FIGURE_NAMES, PRECISIONS
 
@@ -66,6 +66,19 @@ def cmd_summary(args: argparse.Namespace) -> None:
     print(f"wrote {write_summary(args.results, args.out)}")
 
 
+def name_damaged(args: argparse.Namespace) -> None:
+    """One line per damaged record the command will leave out; with --strict, an error instead."""
+    from analysis.summary import SCALES
+
+    presets = SCALES if args.command == "summary" else (args.preset,)
+    damaged = [line for p in presets for line in damaged_runs(Path(args.results) / p).values()]
+    if damaged and args.strict:
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise AnalysisError(f"damaged record{more}: {damaged[0]}")
+    for line in damaged:
+        print(f"warning: damaged record, left out of every number: {line}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m analysis", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -83,12 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--out", type=Path, help="the summary file (default RESULTS/REPORT.md)")
     for sub in (figure, report, stability, precision, summary):
         sub.add_argument("--results", type=Path, default=Path("results"), help="records are RESULTS/PRESET/<run>")
+        sub.add_argument("--strict", action="store_true", help="a damaged run record is an error, not left out")
     for sub in (figure, report, stability, precision):
         sub.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (default mini)")
     for sub in (figure, report):
         sub.add_argument("--precision", choices=PRECISIONS, help="the runs' precision, if not the preset's")
     args = parser.parse_args(argv)
     try:
+        name_damaged(args)
         commands_ = {"figure": cmd_figure, "report": cmd_report, "stability": cmd_stability,
                      "precision": cmd_precision, "summary": cmd_summary}  # fmt: skip
         commands_[args.command](args)

@@ -7,7 +7,9 @@ cluster work; `experiments.config` is imported for the figure specs, which are d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -15,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from experiments.config import (
     FIGURE_NAMES,
@@ -26,8 +27,9 @@ from experiments.config import (
     load_figure,
     preset_settings,
 )
-from experiments.run_files import FINISHED, read_status, whole_lines
+from experiments.run_files import FINISHED, DamagedRecord, read_record, read_status, whole_lines
 
+RECORD_FILES = ("config.yaml", "metrics.csv", "status.json")
 STATUS_KEYS = ("state", "diverged_epoch", "best_val_acc", "best_epoch", "test_acc", "selected_path")
 DATASETS = ("cifar10", "cifar100")
 RUN_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
@@ -85,12 +87,13 @@ def _read_metrics(path: Path) -> pd.DataFrame:
 
 
 def read_run(run_dir: Path) -> pd.DataFrame:
-    """One run's epochs, each row carrying the run's config and status (no rows before its first epoch)."""
-    record = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    status = read_status(run_dir)
+    """One run's epochs, each row carrying the run's config and status (no rows before its first epoch); a
+    damaged record (``experiments.run_files.read_record``) raises ``DamagedRecord``."""
+    checked = read_record(run_dir)
+    record, status = checked.config, checked.status
     metrics = _read_metrics(run_dir / "metrics.csv")
     name = record.get("run_name", run_dir.name)
-    run = record.get("run", {})
+    run = record["run"]
     info = {
         "run": run_key(name),
         "run_name": name,
@@ -114,7 +117,39 @@ def load_results(results: Path | str, preset: str) -> pd.DataFrame:
     if not runs:
         raise AnalysisError(f"no run records under {folder}: run a sweep first, e.g. `python -m experiments run "
                             f"fig2 --preset {preset} --results {results}`")  # fmt: skip
-    return pd.concat([read_run(r) for r in runs], ignore_index=True)
+    whole = [run for run in runs if run.name not in damaged_runs(folder)]
+    frames = [read_run(run) for run in whole]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "run_name", "epoch"])
+
+
+def damaged_runs(folder: Path) -> dict[str, str]:
+    """Every damaged record under ``folder`` (one preset's runs), by folder name, with what is wrong: left out of
+    every figure, claim and table, and named by the report and the command line. Checked once per state of the
+    files (a report reads each figure's records, and the records change while a sweep runs)."""
+    runs = sorted(p.parent for p in Path(folder).glob("*/config.yaml"))
+    return _damaged(tuple(runs), tuple(_stamp(run) for run in runs))
+
+
+def _stamp(run_dir: Path) -> tuple:
+    return tuple((s.st_mtime_ns, s.st_size) if (s := _stat(run_dir / name)) else None for name in RECORD_FILES)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def _damaged(runs: tuple[Path, ...], stamps: tuple) -> dict[str, str]:
+    found = {}
+    for run in runs:
+        try:
+            read_record(run)
+        except DamagedRecord as err:
+            found[run.name] = str(err)
+    return found
 
 
 @dataclass
@@ -159,10 +194,6 @@ def _seeds_on_disk(folder: Path, cfg: RunConfig) -> list[int]:
     pattern = re.compile(re.escape(run_key(cfg.name)) + r"-s(\d+)$")
     found = (pattern.match(p.parent.name) for p in folder.glob(f"{run_key(cfg.name)}-s*/config.yaml"))
     return sorted(int(m.group(1)) for m in found if m)
-
-
-def _state(run_dir: Path) -> str:
-    return read_status(run_dir)["state"]
 
 
 def _spec(name: str, preset: str, dataset: str | None, precision: str | None = None) -> Figure:
@@ -257,12 +288,14 @@ def load_figure_records(
     figure_precision = spec.runs[0].precision
     spec, baselines = _lend_other_precisions(folder, spec, notes)
     frames, missing, seeds = [], {}, set()
+    damaged = damaged_runs(folder)
     for panel, runs in spec.panels.items():
         missing[panel] = []
         for cfg in runs + baselines.get(panel, []):
-            found = [read_run(folder / f"{run_key(cfg.name)}-s{s}") for s in _seeds_on_disk(folder, cfg)]
+            dirs = [folder / f"{run_key(cfg.name)}-s{s}" for s in _seeds_on_disk(folder, cfg)]
+            found = [read_run(d) for d in dirs if d.name not in damaged]
             if any(not len(f) for f in found):
-                states = sorted({_state(folder / f"{run_key(cfg.name)}-s{s}") for s in _seeds_on_disk(folder, cfg)})
+                states = sorted({read_status(d)["state"] for d in dirs if d.name not in damaged})
                 notes.append(f"{run_key(cfg.name)}: a seed has no finished epoch yet ({', '.join(states)})")
             found = [f for f in found if len(f)]
             if not found:

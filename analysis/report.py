@@ -10,7 +10,15 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import claims as cl
-from analysis.records import MODEL_LABELS, AnalysisError, FigureRecords, bs_label, check_preset, load_figure_records
+from analysis.records import (
+    MODEL_LABELS,
+    AnalysisError,
+    FigureRecords,
+    bs_label,
+    check_preset,
+    damaged_runs,
+    load_figure_records,
+)
 from experiments.config import FIGURE_NAMES, RunConfig, load_presets, preset_settings
 
 
@@ -205,9 +213,10 @@ def _compute(analyses: list[cl.FigureAnalysis]) -> str:
     return md_table(["figure", "runs with records", "hours (sum of epoch times)", "device"], rows)
 
 
-def _not_run(analyses: list[cl.FigureAnalysis]) -> str:
+def _not_run(analyses: list[cl.FigureAnalysis], damaged: dict[str, str]) -> str:
     counts = [(a.records.name, *_lines(a.records)) for a in analyses]
     lines = [f"- {name}: {found} of {total} lines have records" for name, found, total in counts if found < total]
+    lines += [f"- damaged record, left out of every number above: {why}" for why in damaged.values()]
     return "\n".join(lines) or "- everything in the figure specs has records"
 
 
@@ -254,7 +263,7 @@ def build_report(
     ]  # fmt: skip
     figures = [figure_section(a, figures_dir) for a in analyses]
     tail = ["## Stability of the DReg distance (M7)", stability.section(checks, figures_dir),
-            "## Compute", _compute(analyses), "## Not run yet", _not_run(analyses)]  # fmt: skip
+            "## Compute", _compute(analyses), "## Not run yet", _not_run(analyses, damaged_runs(folder))]  # fmt: skip
     return "\n\n".join(head + figures + tail) + "\n"
 
 

@@ -17,7 +17,14 @@ import yaml
 
 from analysis import claims as cl
 from analysis import report, stability
-from analysis.records import MODEL_LABELS, AnalysisError, FigureRecords, load_figure_records, load_results
+from analysis.records import (
+    MODEL_LABELS,
+    AnalysisError,
+    FigureRecords,
+    damaged_runs,
+    load_figure_records,
+    load_results,
+)
 from experiments.config import FIGURE_NAMES, RunConfig, preset_settings
 
 HERE = Path(__file__).parent
@@ -217,7 +224,14 @@ def build_summary(results: Path | str) -> str:
         "## Compute", compute_table(results),
         "## Deviations from the paper", deviations,
         (HERE / "summary_notes.md").read_text().strip(),
+        *_damaged(results),
     ]) + "\n"  # fmt: skip
+
+
+def _damaged(results: Path) -> list[str]:
+    """A section naming every damaged record, which no number above uses; none where there is none."""
+    lines = [f"- {why}" for preset in SCALES for why in damaged_runs(results / preset).values()]
+    return ["## Damaged records, left out of every number above", "\n".join(lines)] if lines else []
 
 
 def write_summary(results: Path | str, out: Path | str | None = None) -> Path:

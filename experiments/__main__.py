@@ -26,6 +26,17 @@ from experiments.run_files import read_status
 from experiments.train import Execution, check_precision, run_dir
 
 
+def at_least_one(text: str) -> int:
+    """An option that counts something (seeds, devices, nodes, a micro-batch): a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _execution_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"), help="records go to RESULTS/<preset>/<run>")
     parser.add_argument("--data-dir", type=Path, help="folder holding cifar-10-batches-py (default $DREG_DATA_DIR)")
@@ -33,8 +44,8 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
     from lightning.pytorch.strategies import StrategyRegistry
 
     parser.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu", "cuda", "mps", "tpu"))
-    parser.add_argument("--devices", type=int, default=1, help="devices per node (DDP when > 1)")
-    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--devices", type=at_least_one, default=1, help="devices per node (DDP when > 1)")
+    parser.add_argument("--num-nodes", type=at_least_one, default=1)
     parser.add_argument("--strategy", default="auto", choices=("auto", *StrategyRegistry.available_strategies()),
                         metavar="STRATEGY", help="Lightning strategy, e.g. ddp")  # fmt: skip
     parser.add_argument("--wandb", action="store_true", help="also log to W&B (offline unless logged in)")
@@ -45,9 +56,9 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
 
 def _run_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="mini", help="paper, mini, quick, full or smoke (experiments/presets.yaml)")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 of every run")
+    parser.add_argument("--seeds", type=at_least_one, default=1, help="seeds 0..N-1 of every run")
     parser.add_argument("--dataset", help="run the figure on another dataset (e.g. cifar10 without CIFAR-100)")
-    parser.add_argument("--micro-batch", type=int, help="per-device micro-batch (BatchNorm sees it); default: all")
+    parser.add_argument("--micro-batch", type=at_least_one, help="per-device micro-batch (BatchNorm sees it)")
     parser.add_argument("--sync-batchnorm", action="store_true", help="BatchNorm over the global batch")
     parser.add_argument("--precision", choices=PRECISIONS, help="default: the preset's (bf16-mixed at mini and quick)")
 
@@ -81,7 +92,10 @@ def _key_values(items: list[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep:
             raise ExperimentError(f"expected KEY=VALUE, got {item!r} (e.g. dreg_lambda=0.01)")
-        values[key.lstrip("-").replace("-", "_")] = _parse_value(text)
+        key = key.lstrip("-").replace("-", "_")
+        if key in values:
+            raise ExperimentError(f"{key} is given twice ({values[key]!r} and {text!r}): give each setting once")
+        values[key] = _parse_value(text)
     return values
 
 
@@ -167,12 +181,12 @@ def cmd_status(args: argparse.Namespace) -> None:
     from experiments.train import resolve
 
     figure = load_figure(args.figure, args.preset, args.seeds, _overrides(args))
-    print(f"{args.figure} at preset {args.preset}: {figure.title}")
+    placement = Execution(devices=args.devices, num_nodes=args.num_nodes)
+    runs = [(cfg, read_status(run_dir(cfg, args.results))) for cfg in (resolve(c, placement) for c in figure.runs)]
+    print(f"{args.figure} at preset {args.preset}: {figure.title}")  # after every status is read: all or nothing
     print(f"{'run':58s} {'state':9s} {'epoch':>9s} {'best val/acc':>13s}")
     counts: dict[str, int] = {}
-    placement = Execution(devices=args.devices, num_nodes=args.num_nodes)
-    for cfg in (resolve(cfg, placement) for cfg in figure.runs):
-        status = read_status(run_dir(cfg, args.results))
+    for cfg, status in runs:
         state = status["state"]
         if state == "running" and not _alive(status.get("pid")):
             state = "stopped"  # interrupted; the next `run` resumes it
@@ -266,10 +280,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would run and its projected time, run nothing")
     p.add_argument("--insist", action="store_true", help="run on a CPU even when projected to take over a day")
     p.add_argument("--retry-failed", action="store_true", help="run `failed` runs again")
-    p.add_argument("--parallel", type=int, default=1, help="runs at once on this machine (one per GPU)")
+    p.add_argument("--parallel", type=at_least_one, default=1, help="runs at once on this machine (one per GPU)")
     p.add_argument("--launcher", choices=("local", "submitit-local", "slurm"), default="local")
     p.add_argument("--partition", help="SLURM partition (--launcher slurm)")
-    p.add_argument("--timeout-min", type=int, help="SLURM time limit per run, minutes")
+    p.add_argument("--timeout-min", type=at_least_one, help="SLURM time limit per run, minutes")
     _execution_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -277,8 +291,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("figure", choices=FIGURE_NAMES)
     _run_settings(p)
     p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--devices", type=int, default=1, help="as the runs were started with (it sets the micro-batch)")
-    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--devices", type=at_least_one, default=1, help="as the runs were started with (sets micro-batch)")
+    p.add_argument("--num-nodes", type=at_least_one, default=1)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("train", help="train (or resume) one run: --config FILE and/or KEY=VALUE settings")

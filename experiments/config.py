@@ -109,7 +109,7 @@ class RunConfig(ModuleSettings):
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(map(str, set(values) - known))
         if unknown:
             raise ExperimentError(
                 f"unknown run setting(s) {', '.join(unknown)}: valid ones are {', '.join(sorted(known))}"
@@ -117,6 +117,7 @@ class RunConfig(ModuleSettings):
         for f in dataclasses.fields(cls):
             if f.name in values:
                 _check_type(f.name, values[f.name], str(f.type))
+                _check_range(f.name, values[f.name])
         return cls(**values)
 
 
@@ -151,7 +152,21 @@ _KINDS = {
     "int": ((int,), "a whole number"),
     "float": ((int, float), "a finite number"),
     "bool": ((bool,), "true or false"),
+    "str": ((str,), "a name"),
 }
+# The smallest value of each counted or divided-by setting (a float: greater than it; an int: at least it).
+RANGES = {"batch_size": 1, "epochs": 1, "micro_batch": 1, "train_subset": 1, "val_size": 0, "seed": 0,
+          "lr_base_batch": 1, "batch_scale": 0.0, "width": 0.0}  # fmt: skip
+
+
+def _check_range(key: str, value: Any) -> None:
+    low = RANGES.get(key)
+    if low is None or value is None:
+        return
+    if isinstance(low, float) and not (math.isfinite(value) and value > low):
+        raise ExperimentError(f"{key} must be a finite number > {low:g}, got {value!r}")
+    if isinstance(low, int) and value < low:
+        raise ExperimentError(f"{key} must be a whole number >= {low}, got {value!r}")
 
 
 def _check_type(key: str, value: Any, annotation: str) -> None:
@@ -200,6 +215,8 @@ def load_presets() -> dict[str, dict[str, Any]]:
 def preset_settings(preset: str, model: str | None = None) -> dict[str, Any]:
     """The preset's run settings; with ``model``, its settings for that network (``by_model``) on top."""
     presets = load_presets()
+    if model is not None and not isinstance(model, str):
+        raise ExperimentError(f"model must be a name, got {model!r}: one of vgg16, resnet18, mobilenetv2")
     if preset not in presets:
         raise ExperimentError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
     settings = {k: v for k, v in presets[preset].items() if k not in ("description", "by_model")}
@@ -269,8 +286,6 @@ def validate(cfg: RunConfig) -> None:
         raise ExperimentError(f"unknown dataset {cfg.dataset!r}: choose one of {', '.join(DATAMODULES)}")
     if cfg.precision not in PRECISIONS:
         raise ExperimentError(f"unknown precision {cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if cfg.epochs < 1:
-        raise ExperimentError(f"epochs must be >= 1, got {cfg.epochs}")
     ModuleSettings.of(cfg.to_dict()).check()
     net = build_net(cfg.model, DATAMODULES[cfg.dataset].num_classes, 0.0625)
     if cfg.dreg_site is not None:

@@ -25,7 +25,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from experiments.config import ExperimentError, RunConfig
-from experiments.run_files import read_metrics_rows, write_atomic, write_status
+from experiments.run_files import read_config, read_metrics_rows, write_atomic, write_status
 
 PACKAGES = ("torch", "torchvision", "lightning", "torchmetrics", "numpy")
 
@@ -84,7 +84,7 @@ def check_run_dir(cfg: RunConfig, run_dir: Path) -> bool:
     config_file = run_dir / "config.yaml"
     if not config_file.exists():
         return False
-    recorded = yaml.safe_load(config_file.read_text()).get("run", {})
+    recorded = read_config(run_dir)["run"]  # unreadable: a damaged record, one line naming it
     defaults = dataclasses.asdict(RunConfig())  # a setting added after the run was recorded had its default then
     diff = {k: (recorded.get(k, defaults[k]), v) for k, v in cfg.to_dict().items() if recorded.get(k, defaults[k]) != v}
     if diff:

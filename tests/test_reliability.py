@@ -539,6 +539,7 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
     configs.mkdir()
     (configs / "malformed.yaml").write_text("lr: [0.1\nepochs: 2\n")
     (configs / "list.yaml").write_text("- lr: 0.1\n- epochs: 2\n")
+    (configs / "numbers.yaml").write_text("1: 2\nlr: 0.1\n")
     (work / "a-file").write_text("not a folder\n")
 
     cases = [
@@ -562,7 +563,17 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
         ("lr not a number", [*smoke_train, "lr=fast", *ex()], "lr must be a finite number, got 'fast'"),
         ("negative lr", [*smoke_train, "lr=-0.1", *ex()], "lr must be >= 0"),
         ("epochs not a number", [*smoke_train, "epochs=two", *ex()], "epochs must be a whole number"),
-        ("epochs 0", [*smoke_train, "epochs=0", *ex()], "epochs must be >= 1"),
+        ("epochs 0", [*smoke_train, "epochs=0", *ex()], "epochs must be a whole number >= 1"),
+        ("a list where a name goes", [*smoke_train, "model=[vgg16,resnet18]", *ex()], "model must be a name"),
+        ("a divisor of 0", [*smoke_train, "lr_base_batch=0", *ex()], "lr_base_batch must be a whole number >= 1"),
+        ("width 0", [*smoke_train, "width=0", *ex()], "width must be a finite number > 0"),
+        ("a setting twice", [*smoke_train, "lr=0.1", "lr=0.2", *ex()], "lr is given twice (0.1 and '0.2')"),
+        ("seeds 0", [*run, "--seeds", "0", *ex()], "--seeds: expected a whole number >= 1, got '0'"),
+        ("micro-batch 0", [*smoke_train, "--micro-batch", "0", *ex()], "expected a whole number >= 1, got '0'"),
+        ("micro-batch negative", [*run, "--micro-batch", "-4", *ex()], "expected a whole number >= 1, got '-4'"),
+        ("nodes 0", [*run, "--num-nodes", "0", *ex()], "--num-nodes: expected a whole number >= 1"),
+        ("empty config.yaml in the run folder", [*smoke_train, *ex()], "config.yaml holds no run settings"),
+        ("config keys not names", ["train", "--config", str(configs / "numbers.yaml"), *ex()], "setting(s) 1:"),
         ("unknown dreg_form", [*smoke_train, "dreg_site=R1", "dreg_form=l1", *ex()], "unknown dreg_form 'l1'"),
         ("unknown path_loss", [*smoke_train, "dreg_site=R1", "path_loss=max", *ex()], "unknown path_loss 'max'"),
         ("unknown lr_scaling", [*smoke_train, "lr_scaling=cubic", *ex()], "unknown lr_scaling 'cubic'"),
@@ -607,6 +618,11 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
             claim_run_dir(other, folder)
             write_atomic(folder / "status.json", json.dumps({"state": "done"}))
             write_atomic(folder / "metrics.csv", "epoch,val/acc\n0,0.5\n1,0.6\n")
+        if name == "empty config.yaml in the run folder":
+            cfg = RunConfig.from_dict(preset_settings("smoke", RunConfig.model))
+            folder = run_dir(resolve(cfg, Execution()), results)
+            folder.mkdir(parents=True)
+            (folder / "config.yaml").write_text("")
         table.append({"name": name, "argv": [*argv, "--results", str(results)], "expected": expected, "env": env,
                       "results": str(results)})  # fmt: skip
     return table
