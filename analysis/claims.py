@@ -52,7 +52,7 @@ from analysis.noise import (
     speedups_tied,
 )
 from analysis.records import MODEL_LABELS, Curve, FigureRecords, bs_label, curve, describe, run_key
-from datamodules import DATAMODULES
+from datamodules import DATASETS
 from experiments.config import RunConfig
 
 REPRODUCED, NOT_REPRODUCED, NOT_ENOUGH = "reproduced", "not reproduced", "not enough data"
@@ -121,14 +121,12 @@ def speedups(records: FigureRecords, ref: RunConfig, run: RunConfig) -> dict[int
 
 def at_chance(acc: float | None, cfg: RunConfig) -> bool:
     """Whether ``acc`` is no better than guessing one class (a run whose eval never left chance)."""
-    return acc is not None and acc <= 1 / DATAMODULES[cfg.dataset].num_classes + CHANCE_MARGIN
+    return acc is not None and acc <= 1 / DATASETS[cfg.dataset].num_classes + CHANCE_MARGIN
 
 
 def validation_size(cfg: RunConfig) -> int:
     """How many images a run's validation accuracy is measured on."""
-    from experiments.projection import TEST_IMAGES
-
-    return TEST_IMAGES if cfg.val_from_test else cfg.val_size
+    return DATASETS[cfg.dataset].test_images if cfg.val_from_test else cfg.val_size
 
 
 def zero_if_never(value: float | None) -> float:
@@ -233,7 +231,7 @@ def comparisons(records: FigureRecords) -> pd.DataFrame:
             row["gain"] = row["dreg_best"] - row["base_best"] if both else None
             row["n_val"] = validation_size(cfg)
             row["gain_side"], row["gain_words"] = _gain_evidence(records, base_cfg, cfg) if both else (INSIDE, "-")
-            chance = 1 / DATAMODULES[cfg.dataset].num_classes
+            chance = 1 / DATASETS[cfg.dataset].num_classes
             row["gap"], row["gap_recorded"] = accuracy_gap(base, dreg, chance) if both else (None, None)
             row["per_seed"] = NO_TARGET if row["base_at_chance"] else per_seed(speedups(records, base_cfg, cfg))
             row["label"] = describe(cfg)

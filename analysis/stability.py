@@ -28,7 +28,7 @@ from matplotlib.figure import Figure
 
 from analysis.claims import NO, NOT_ENOUGH, YES, Claim
 from analysis.records import FINISHED, load_results
-from lightning_modules.classifier import scaled_lr, warmup_factor
+from lightning_modules.settings import scaled_lr, warmup_factor
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 FIT_FROM_STEP = 20  # the second root (mu / r ~ 0.77) has died out by then: the growth is geometric

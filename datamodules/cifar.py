@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import check_integrity
 
+from . import DATASETS
 from .device_loader import DeviceEvalLoader, DeviceLoader, ShardedEpochSampler
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (uint8 images (N, 3, 32, 32), int64 labels (N,)), on the CPU
@@ -508,7 +509,7 @@ class _CIFARDataModule(L.LightningDataModule):
 class CIFAR10DataModule(_CIFARDataModule):
     """CIFAR-10 (10 classes); files in ``data_dir/cifar-10-batches-py``."""
 
-    num_classes = 10
+    num_classes = DATASETS["cifar10"].num_classes
     name = "CIFAR-10"
     key = "cifar10"
     order_by_class = False  # the official order: the committed CIFAR-10 runs were drawn from it
@@ -519,9 +520,12 @@ class CIFAR10DataModule(_CIFARDataModule):
 class CIFAR100DataModule(_CIFARDataModule):
     """CIFAR-100 (100 fine classes); files in ``data_dir/cifar-100-python``."""
 
-    num_classes = 100
+    num_classes = DATASETS["cifar100"].num_classes
     name = "CIFAR-100"
     key = "cifar100"
     order_by_class = True  # copies interleave the classes differently (docs/method.md §4)
     _torchvision = datasets.CIFAR100
     _reader = _CIFAR100File
+
+
+DATAMODULES = {"cifar10": CIFAR10DataModule, "cifar100": CIFAR100DataModule}

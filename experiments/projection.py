@@ -16,9 +16,9 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
+from datamodules import DATASETS
 from experiments.config import RunConfig
 
-TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000
 STEP_FLOPS, STEPS, WARMUP = 15e9, 8, 2  # a timed step of ~15 GFLOP; the fastest of 6 after 2 warm-ups
 
 
@@ -31,12 +31,11 @@ def _per_image(model: str, site: str | None, width: float, classes: int, train: 
 
 def run_flops(cfg: RunConfig) -> float:
     """Training and validation FLOPs of the whole run (epochs x images x per-image FLOPs)."""
-    from datamodules import DATAMODULES
-
-    classes = DATAMODULES[cfg.dataset].num_classes
-    train = cfg.train_subset or TRAIN_IMAGES - (0 if cfg.val_from_test else cfg.val_size)
+    data = DATASETS[cfg.dataset]
+    classes = data.num_classes
+    train = cfg.train_subset or data.train_images - (0 if cfg.val_from_test else cfg.val_size)
     steps = train // cfg.global_batch
-    val = TEST_IMAGES if cfg.val_from_test else cfg.val_size
+    val = data.test_images if cfg.val_from_test else cfg.val_size
     per_train = _per_image(cfg.model, cfg.dreg_site, cfg.width, classes, True)
     per_val = _per_image(cfg.model, cfg.dreg_site, cfg.width, classes, False)
     return cfg.epochs * (steps * cfg.global_batch * per_train + val * per_val)

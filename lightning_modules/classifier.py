@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 from typing import Any
 
 import lightning as L
@@ -22,17 +21,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_modules.dreg import DRegNet
 from lightning_modules.nets import build_net
 from lightning_modules.regularizers import ActivityPenalty, UncertaintyWeight
-from lightning_modules.settings import ConfigError, ModuleSettings
-
-
-def scaled_lr(lr: float, scaling: str, batch: int, base_batch: int) -> float:
-    """The base learning rate after a batch-size scaling rule: Goyal et al.'s linear, Hoffer et al.'s sqrt."""
-    return lr * {"none": 1.0, "linear": batch / base_batch, "sqrt": math.sqrt(batch / base_batch)}[scaling]
-
-
-def warmup_factor(step: int, warmup_steps: float) -> float:
-    """The linear warm-up's factor at optimizer step ``step`` (0-based); 1 without warm-up."""
-    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+from lightning_modules.settings import ConfigError, ModuleSettings, scaled_lr, warmup_factor
 
 
 class Classifier(L.LightningModule):

@@ -83,3 +83,14 @@ class ModuleSettings:
     def of(cls, values: dict[str, Any]) -> ModuleSettings:
         """The settings among ``values`` (a run config's fields, say); the others are not the module's."""
         return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+# What the learning-rate settings mean (the optimizer and the stability prediction both use them).
+def scaled_lr(lr: float, scaling: str, batch: int, base_batch: int) -> float:
+    """The base learning rate after a batch-size scaling rule: Goyal et al.'s linear, Hoffer et al.'s sqrt."""
+    return lr * {"none": 1.0, "linear": batch / base_batch, "sqrt": math.sqrt(batch / base_batch)}[scaling]
+
+
+def warmup_factor(step: int, warmup_steps: float) -> float:
+    """The linear warm-up's factor at optimizer step ``step`` (0-based); 1 without warm-up."""
+    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0

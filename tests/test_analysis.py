@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -534,3 +536,9 @@ def test_the_mse_questions_wait_for_their_runs(tmp_path):
     answers = {c.panel: c for c in cl.analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
     assert answers["M9"].verdict != cl.NOT_ENOUGH
     assert answers["M10"].verdict == cl.NOT_ENOUGH and "bs30720-dreg0-R1-m0.9 is not run" in answers["M10"].measured
+
+
+def test_the_analysis_loads_without_torch():
+    """The analysis reads records, not networks: it runs where torch is not installed, and starts fast."""
+    code = "import analysis.__main__, analysis.summary, sys; assert not {'torch', 'lightning'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
