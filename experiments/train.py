@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,11 @@ from experiments.records import (
 )
 from experiments.run_files import read_status, write_status
 from lightning_modules import Classifier
+
+# Lines a run's output does without: Lightning's advertisement for its cloud logger, and a deprecation inside
+# Lightning's own use of torch's pytree (neither says anything about the run, and the user can act on neither).
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+warnings.filterwarnings("ignore", message=r".*LeafSpec.* is deprecated")
 
 
 @dataclass(frozen=True)
@@ -70,11 +77,13 @@ def wandb_mode() -> str:
 
 
 def wandb_tags(cfg: RunConfig) -> list[str]:
-    """Model, data set, batch, momentum, preset; lambda and site for DReg ("baseline" otherwise); the optimizer
-    settings that differ from the preset's (e.g. ``lr0.2``)."""
+    """Model, data set, batch, momentum (and nesterov), preset; lambda and site for DReg ("baseline" otherwise);
+    every other setting that differs from the preset's, as in the run's name (e.g. ``lr0.2``, ``wu0.05``,
+    ``mean``)."""
     tags = [cfg.model, cfg.dataset, f"bs{cfg.batch_size}", f"m{cfg.momentum:g}", cfg.preset]
+    tags += ["nesterov"] if cfg.nesterov else []
     tags += [f"lambda{cfg.dreg_lambda:g}", cfg.dreg_site, cfg.dreg_form] if cfg.dreg_site else ["baseline"]
-    return tags + [name_part(k, v) for k, v in cfg.differences().items() if k in ("lr", "weight_decay", "lr_scaling")]
+    return tags + [name_part(k, v) for k, v in cfg.differences().items() if name_part(k, v) not in tags]
 
 
 def wandb_logger(cfg: RunConfig, ex: Execution, directory: Path) -> L.pytorch.loggers.Logger:

@@ -26,7 +26,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from experiments.__main__ import _parse_value
 from experiments.__main__ import main as cli_main
-from experiments.config import load_figure
+from experiments.config import RunConfig, load_figure
 
 TIMEOUT_S = 300  # a hung DDP rank or a login prompt fails the test instead of stalling CI
 GLOBAL_BATCH, TRAIN_SUBSET, EPOCHS = 16, 400, 2  # the smoke preset at batch_size=2048
@@ -253,6 +253,9 @@ def test_wandb_tags_say_lambda_site_and_what_differs() -> None:
     )
     doubled = next(r for r in load_figure("mechanism", "smoke").runs if r.lr == 0.2)
     assert {"baseline", "lr0.2", "wd0.00025"} <= set(wandb_tags(doubled))
+    other = RunConfig.from_dict({**dreg.to_dict(), "nesterov": True, "warmup_fraction": 0.05, "path_loss": "mean",
+                                 "dreg_eps": 0.1, "lr_scaling": "sqrt"})  # fmt: skip
+    assert {"nesterov", "wu0.05", "mean", "eps0.1", "sqrt"} <= set(wandb_tags(other))
 
 
 def test_agent_values_parse() -> None:
