@@ -1,4 +1,4 @@
-"""The README is the user's manual: its example runs and its commands exist as written."""
+"""The README and the manual (docs/manual.md): the example runs and every command exists as written."""
 
 import re
 import shlex
@@ -8,7 +8,9 @@ import pytest
 
 from experiments.__main__ import parse
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+MANUAL = README + (ROOT / "docs" / "manual.md").read_text()  # the README's commands and the manual's
 
 
 def test_the_dreg_example_runs():
@@ -20,7 +22,7 @@ def test_the_dreg_example_runs():
 
 
 @pytest.mark.parametrize(
-    "line", [m.strip() for m in re.findall(r"^python -m experiments (.*?)(?:\s+#.*)?$", README, re.M)]
+    "line", [m.strip() for m in re.findall(r"^python -m experiments (.*?)(?:\s+#.*)?$", MANUAL, re.M)]
 )
 def test_each_experiments_command_in_the_readme_parses(line):
     args = parse(shlex.split(line.replace("~", "/tmp")))
@@ -29,7 +31,7 @@ def test_each_experiments_command_in_the_readme_parses(line):
 
 COMMANDS = [
     f"{tool} {line}".strip()
-    for tool, line in re.findall(r"^python -m (experiments|analysis) (.*?)(?:\s+#.*)?$", README, re.M)
+    for tool, line in re.findall(r"^python -m (experiments|analysis) (.*?)(?:\s+#.*)?$", MANUAL, re.M)
 ]
 
 
