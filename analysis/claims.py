@@ -273,19 +273,6 @@ class Claim:
     before: str | None = None  # the verdict of the rule before SPEC 8.4 where that rule differs (NO_RULE: none)
 
 
-@dataclass
-class FigureAnalysis:
-    """A figure's comparison table and its claims."""
-
-    records: FigureRecords
-    table: pd.DataFrame
-    claims: list[Claim]
-
-    def claims_frame(self) -> pd.DataFrame:
-        """The claims as a table (for notebooks)."""
-        return pd.DataFrame([dataclasses.asdict(c) for c in self.claims])
-
-
 def pct(acc: float | None) -> str:
     return "-" if acc is None or pd.isna(acc) else f"{100 * acc:.1f}%"
 
@@ -631,12 +618,3 @@ CLAIMS: dict[str, Callable[[FigureRecords, pd.DataFrame], list[Claim]]] = {
     "batch_sweep": convergence_claims, "site_sweep": site_claims, "lambda_sweep": lambda_claims,
     "momentum_sweep": momentum_claims, "controls": control_claims,
 }  # fmt: skip
-
-
-def analyze(records: FigureRecords) -> FigureAnalysis:
-    """The figure's comparisons and its claims (or, for the mechanism study, its questions) with verdicts."""
-    from analysis.questions import mechanism_questions, mse_questions
-
-    table = comparisons(records)
-    rules = {**CLAIMS, "mechanism": mechanism_questions, "mse": mse_questions}
-    return FigureAnalysis(records, table, rules[records.spec.kind](records, table))

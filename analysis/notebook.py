@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from analysis.claims import FigureAnalysis, analyze
 from analysis.figures import draw, save
 from analysis.records import load_figure_records
 from analysis.report import comparison_table
+from analysis.verdicts import FigureAnalysis, analyze
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.figures import save
+from analysis.markdown import md_table
 from analysis.records import FINISHED, AnalysisError, load_results, run_key
 from analysis.stability import growth, growth_root
 
@@ -106,8 +108,6 @@ def run_growth(run: pd.DataFrame) -> float:
 
 def report(found: list[Arm]) -> str:
     """The comparison as markdown: one row per arm, the rule, and the verdict."""
-    from analysis.report import md_table
-
     rows = []
     for a in found:
         mean, se = a.best_difference()
@@ -156,8 +156,6 @@ def draw(found: list[Arm], title: str) -> Figure:
 
 def render(results: Path | str, preset: str, out: Path | str | None = None) -> list[Path]:
     """``precision.md``, ``precision.png`` and ``.pdf`` under ``out`` (default RESULTS/PRESET/analysis)."""
-    from analysis.figures import save
-
     found = arms(results, preset)
     folder = Path(out) if out is not None else Path(results) / preset / "analysis"
     paths = save(draw(found, f"bf16 autocast (solid) against float32 (dashed), preset {preset}"), folder, "precision")

@@ -117,9 +117,11 @@ def load_results(results: Path | str, preset: str) -> pd.DataFrame:
     if not runs:
         raise AnalysisError(f"no run records under {folder}: run a sweep first, e.g. `python -m experiments run "
                             f"fig2 --preset {preset} --results {results}`")  # fmt: skip
-    whole = [run for run in runs if run.name not in damaged_runs(folder)]
-    frames = [read_run(run) for run in whole]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "run_name", "epoch"])
+    damaged = damaged_runs(folder)
+    whole = [run for run in runs if run.name not in damaged]
+    if not whole:
+        raise AnalysisError(f"every run record under {folder} is damaged, e.g. {next(iter(damaged.values()))}")
+    return pd.concat([read_run(run) for run in whole], ignore_index=True)
 
 
 def damaged_runs(folder: Path) -> dict[str, str]:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import claims as cl
+from analysis import questions, stability
+from analysis.markdown import md_table
 from analysis.records import (
     MODEL_LABELS,
     AnalysisError,
@@ -19,14 +21,8 @@ from analysis.records import (
     damaged_runs,
     load_figure_records,
 )
+from analysis.verdicts import FigureAnalysis, analyze
 from experiments.config import FIGURE_NAMES, RunConfig, load_presets, preset_settings
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub markdown table (pipes in cells escaped)."""
-    cells = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
-    lines = ["| " + " | ".join(row) + " |" for row in cells]
-    return "\n".join([lines[0], "| " + " | ".join("---" for _ in header) + " |", *lines[1:]])
 
 
 def _num(value: object, spec: str = "d") -> str:
@@ -82,7 +78,7 @@ def _scale(records: FigureRecords, reference: str) -> str:
     return f"Scale: {records.scale_words()}. Data: {data}. {found} of {n_runs} runs have records."
 
 
-def figure_section(analysis: cl.FigureAnalysis, figures_dir: Path | None) -> str:
+def figure_section(analysis: FigureAnalysis, figures_dir: Path | None) -> str:
     records = analysis.records
     name = records.name
     paper = records.spec.of_paper
@@ -146,7 +142,7 @@ def _in_precision(records: FigureRecords, preset_precision: str) -> str:
     return "".join(words)
 
 
-def _scope(analyses: list[cl.FigureAnalysis], preset: str, precision: str | None) -> str:
+def _scope(analyses: list[FigureAnalysis], preset: str, precision: str | None) -> str:
     description = load_presets()[preset]["description"]
     s = {"precision": RunConfig.precision, **preset_settings(preset), "description": description}
     ran = [a.records for a in analyses if len(a.records.table)]
@@ -197,7 +193,7 @@ DEVIATIONS = """- Data: Figs. 3-8 are on CIFAR-100 in the paper; where a figure'
   except at the `paper` scale."""
 
 
-def _compute(analyses: list[cl.FigureAnalysis]) -> str:
+def _compute(analyses: list[FigureAnalysis]) -> str:
     """Hours spent per figure (a run shared by figures counts in each) and in all, from the epoch times."""
     rows, seen = [], {}
     for a in analyses:
@@ -213,7 +209,7 @@ def _compute(analyses: list[cl.FigureAnalysis]) -> str:
     return md_table(["figure", "runs with records", "hours (sum of epoch times)", "device"], rows)
 
 
-def _not_run(analyses: list[cl.FigureAnalysis], damaged: dict[str, str]) -> str:
+def _not_run(analyses: list[FigureAnalysis], damaged: dict[str, str]) -> str:
     counts = [(a.records.name, *_lines(a.records)) for a in analyses]
     lines = [f"- {name}: {found} of {total} lines have records" for name, found, total in counts if found < total]
     lines += [f"- damaged record, left out of every number above: {why}" for why in damaged.values()]
@@ -229,13 +225,11 @@ def build_report(
     """The replication report's markdown: scope, deviations, verdicts, each figure, stability, compute.
 
     ``precision`` None means the preset's: the figures read the runs made in it (stability reads every run)."""
-    from analysis import questions, stability
-
     check_preset(preset)
     folder = Path(results) / preset
     if not any(folder.glob("*/config.yaml")):
         raise AnalysisError(f"no run records under {folder}: run a sweep first (python -m experiments run ...)")
-    analyses = [cl.analyze(load_figure_records(name, results, preset, precision=precision)) for name in FIGURE_NAMES]
+    analyses = [analyze(load_figure_records(name, results, preset, precision=precision)) for name in FIGURE_NAMES]
     claims = [c for a in analyses for c in a.claims if a.records.spec.of_paper]
     asked = [c for a in analyses for c in a.claims if a.records.spec.kind in ("mechanism", "mse")]
     controls = [c for a in analyses for c in a.claims if a.records.spec.kind == "controls"]

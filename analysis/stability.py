@@ -27,7 +27,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.claims import NO, NOT_ENOUGH, YES, Claim
-from analysis.records import FINISHED, load_results
+from analysis.figures import save
+from analysis.markdown import md_table
+from analysis.records import FINISHED, AnalysisError, load_results
 from lightning_modules.settings import scaled_lr, warmup_factor
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -268,8 +270,6 @@ def question(found: list[Check]) -> Claim:
 
 def section(found: list[Check], figures_dir: Path | None) -> str:
     """The report's stability section: the figure and the table behind M7."""
-    from analysis.report import md_table
-
     if not found:
         return "No DReg run has a recorded epoch yet."
     parts = (
@@ -291,9 +291,6 @@ def section(found: list[Check], figures_dir: Path | None) -> str:
 
 def render(results: Path | str, preset: str, out: Path | str | None = None) -> list[Path]:
     """``stability.png`` and ``.pdf`` of every DReg run under ``results/<preset>``."""
-    from analysis.figures import save
-    from analysis.records import AnalysisError
-
     found = checks(results, preset)
     if not found:
         raise AnalysisError(f"no DReg run with a recorded epoch under {Path(results) / preset}")

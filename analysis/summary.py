@@ -17,6 +17,7 @@ import yaml
 
 from analysis import claims as cl
 from analysis import report, stability
+from analysis.markdown import md_table
 from analysis.records import (
     MODEL_LABELS,
     AnalysisError,
@@ -25,6 +26,7 @@ from analysis.records import (
     load_figure_records,
     load_results,
 )
+from analysis.verdicts import FigureAnalysis, analyze
 from experiments.config import FIGURE_NAMES, RunConfig, preset_settings
 
 HERE = Path(__file__).parent
@@ -57,11 +59,11 @@ def where(preset: str, records: FigureRecords) -> str:
     return f"`{preset}`, {records.data_words()}{precision}, seeds {seeds}"
 
 
-def _analyses(results: Path, preset: str) -> list[cl.FigureAnalysis]:
+def _analyses(results: Path, preset: str) -> list[FigureAnalysis]:
     """Every figure's analysis at ``preset``; none where the preset has no records."""
     if not any((results / preset).glob("*/config.yaml")):
         return []
-    return [cl.analyze(load_figure_records(name, results, preset)) for name in FIGURE_NAMES]
+    return [analyze(load_figure_records(name, results, preset)) for name in FIGURE_NAMES]
 
 
 def _matches(claim: cl.Claim, rule: dict) -> bool:
@@ -72,7 +74,7 @@ def _matches(claim: cl.Claim, rule: dict) -> bool:
     )
 
 
-def _evidence(by_scale: dict[str, list[cl.FigureAnalysis]], rule: dict) -> list[Evidence]:
+def _evidence(by_scale: dict[str, list[FigureAnalysis]], rule: dict) -> list[Evidence]:
     """The claim ``rule`` names at every scale that has it, best evidence first."""
     found = []
     for preset, analyses in by_scale.items():
@@ -89,7 +91,7 @@ def _verdict(claim: cl.Claim) -> str:
     return f"**{claim.verdict}**{report._before(claim)}"
 
 
-def _worked_example(by_scale: dict[str, list[cl.FigureAnalysis]], rule: dict) -> list[str]:
+def _worked_example(by_scale: dict[str, list[FigureAnalysis]], rule: dict) -> list[str]:
     """The paper's '110 vs 300 epochs at 4k': measured where the records have it; no rule decides it."""
     for preset, analyses in by_scale.items():
         for a in analyses:
@@ -118,7 +120,7 @@ def _overhead(results: Path, file: str) -> list[str]:
     return [where, f"DReg at R1 over the baseline, per training step: {words}", NO_RULE_FIXED, "-"]
 
 
-def claims_table(results: Path, by_scale: dict[str, list[cl.FigureAnalysis]]) -> str:
+def claims_table(results: Path, by_scale: dict[str, list[FigureAnalysis]]) -> str:
     """One row per claim of the paper (analysis/paper_claims.yaml): the best evidence first, then the other scales."""
     rows = []
     for entry in yaml.safe_load((HERE / "paper_claims.yaml").read_text()):
@@ -134,10 +136,10 @@ def claims_table(results: Path, by_scale: dict[str, list[cl.FigureAnalysis]]) ->
                 best = evidence[0]
                 cells = [best.where(), best.claim.measured, _verdict(best.claim), _others(evidence)]
         rows.append([entry["paper"], *cells])
-    return report.md_table(["the paper says", "best evidence at", "measured", "verdict", "at other scales"], rows)
+    return md_table(["the paper says", "best evidence at", "measured", "verdict", "at other scales"], rows)
 
 
-def questions_table(results: Path, by_scale: dict[str, list[cl.FigureAnalysis]]) -> str:
+def questions_table(results: Path, by_scale: dict[str, list[FigureAnalysis]]) -> str:
     """M1-M10, each at the scale with the best evidence, then the others."""
     asked: dict[tuple[str, str], list[Evidence]] = {}
     for preset, analyses in by_scale.items():
@@ -154,7 +156,7 @@ def questions_table(results: Path, by_scale: dict[str, list[cl.FigureAnalysis]])
         evidence = sorted(evidence, key=lambda e: not e.decided)
         best = evidence[0]
         rows.append([f"{key}: {statement}", best.where(), best.claim.measured, _verdict(best.claim), _others(evidence)])
-    return report.md_table(["question", "best evidence at", "measured", "answer", "at other scales"], rows)
+    return md_table(["question", "best evidence at", "measured", "answer", "at other scales"], rows)
 
 
 def _value(cfg: RunConfig, field: str) -> str:
@@ -175,7 +177,7 @@ def settings_table() -> str:
             other = ", ".join(f"{m}: {v}" for m, v in per_model.items() if v != common)
             cells.append(common + (f" ({other})" if other else ""))
         rows.append([field, *cells])
-    return report.md_table(["setting", *scales], rows)
+    return md_table(["setting", *scales], rows)
 
 
 def compute_table(results: Path) -> str:
@@ -191,7 +193,7 @@ def compute_table(results: Path) -> str:
         for device, runs in table.groupby("device"):
             hours = runs.groupby("run_name")["epoch_time"].sum() / 3600
             rows.append([preset, device, str(len(hours)), f"{hours.sum():.2f}"])
-    return report.md_table(["scale", "device", "runs", "hours (sum of epoch times)"], rows)
+    return md_table(["scale", "device", "runs", "hours (sum of epoch times)"], rows)
 
 
 def build_summary(results: Path | str) -> str:

@@ -19,6 +19,7 @@ from analysis.fake_records import write_fake_records, write_run
 from analysis.figures import draw, render
 from analysis.records import AnalysisError, Curve, curves, load_figure_records, load_results, read_run
 from analysis.report import ANSWERS_HEADING, build_report
+from analysis.verdicts import analyze
 from experiments.config import FIGURE_NAMES, RunConfig, load_figure
 
 
@@ -74,7 +75,7 @@ def fig2_speedups(results: Path, dreg_epochs: list[int], running: str = "") -> l
         state = "running" if running and f"bs{batch}-" in running else "done"
         write_curves(results, "fig2", {f"bs{batch}-base": ramp(0.8, 30)}, state)
         write_curves(results, "fig2", {f"bs{batch}-dreg": ramp(0.8, epoch) if epoch else ramp(0.6, 5)})
-    return cl.analyze(load_figure_records("fig2", results, "smoke")).claims
+    return analyze(load_figure_records("fig2", results, "smoke")).claims
 
 
 def test_convergence_claims_reproduced(tmp_path):
@@ -113,7 +114,7 @@ def test_speedups_within_a_factor_1_25_decide_nothing(tmp_path):
         for batch, cfg in fig5.items():
             write_run(tmp_path, dataclasses.replace(cfg, dreg_site=None), ramp(0.8, 30))
             write_run(tmp_path, cfg, ramp(0.8, reach[batch]))
-        return cl.analyze(load_figure_records("fig5", tmp_path, "smoke")).claims
+        return analyze(load_figure_records("fig5", tmp_path, "smoke")).claims
 
     tied = claims(reach)
     assert [c.verdict for c in tied] == ["not decidable: noise"] * 2
@@ -141,7 +142,7 @@ def test_a_baseline_at_chance_sets_no_target(tmp_path):
     chance = table[table["batch_size"] >= 20480]
     assert chance["base_at_chance"].all() and chance["speedup"].isna().all()
     assert (chance["per_seed"] == cl.NO_TARGET).all() and not table["base_at_chance"].iloc[0]
-    claims = cl.analyze(records).claims
+    claims = analyze(records).claims
     assert [c.verdict for c in claims[:2]] == [cl.NOT_REPRODUCED, "not decidable: artefact"]
     assert claims[1].before == cl.NOT_REPRODUCED and "over 5 settings" in claims[1].measured
     assert "30k: no target (baseline at chance)" in claims[0].measured
@@ -155,7 +156,7 @@ def test_every_run_at_chance_is_not_decidable(tmp_path):
     for figure in ("fig6", "fig7", "fig8", "controls"):
         for cfg in load_figure(figure, "smoke").runs:
             write_run(tmp_path, cfg, np.full(10, 0.01 if cfg.model == "mobilenetv2" else 0.3))
-        claims = [c for c in cl.analyze(load_figure_records(figure, tmp_path, "smoke")).claims if c.panel == "a"]
+        claims = [c for c in analyze(load_figure_records(figure, tmp_path, "smoke")).claims if c.panel == "a"]
         verdicts += [c.verdict for c in claims]
         before += [c.before for c in claims]
     assert set(verdicts) == {"not decidable: at chance"}
@@ -188,8 +189,7 @@ def test_site_lambda_momentum_rankings_and_controls(tmp_path):
     for cfg in load_figure("fig6", "smoke").runs:
         write_run(tmp_path, cfg, ramp(best.get(cfg.dreg_site, 0.55), 10))
     fig6 = {
-        (c.panel, c.statement.split(": ")[1]): c
-        for c in cl.analyze(load_figure_records("fig6", tmp_path, "smoke")).claims
+        (c.panel, c.statement.split(": ")[1]): c for c in analyze(load_figure_records("fig6", tmp_path, "smoke")).claims
     }
     assert fig6["a", "DReg closer to the output works better"].verdict == cl.REPRODUCED
     assert fig6["a", "DReg closer to the output works better"].measured.startswith("R1 70.0% > R2 68.0% > R3 66.0%")
@@ -203,7 +203,7 @@ def test_site_lambda_momentum_rankings_and_controls(tmp_path):
     lam = {0.001: 0.72, 0.01: 0.71, 0.1: 0.7, 1.0: 0.6, 0.0: 0.65}
     for cfg in load_figure("fig7", "smoke").runs:
         write_run(tmp_path, cfg, ramp(lam[cfg.dreg_lambda] if cfg.dreg_site else 0.62, 10))
-    fig7 = cl.analyze(load_figure_records("fig7", tmp_path, "smoke")).claims
+    fig7 = analyze(load_figure_records("fig7", tmp_path, "smoke")).claims
     assert [c.before for c in fig7] == [cl.NOT_REPRODUCED, cl.REPRODUCED] * 2  # λ=1 loses to the baseline by 2 pts
     assert [c.verdict for c in fig7] == ["not decidable: noise"] * 4  # every gain and the 12-point range: noise
     assert "λ=1: -2.0 pts" in fig7[0].measured and "λ=0.001 72.0% > λ=0.01 71.0%" in fig7[0].measured
@@ -211,7 +211,7 @@ def test_site_lambda_momentum_rankings_and_controls(tmp_path):
     for cfg in load_figure("fig8", "smoke").runs:  # gain 0.02, 0.05, 0.1 at momentum 0, 0.5, 0.9
         gain = {0: 0.02, 0.5: 0.05, 0.9: 0.1}[cfg.momentum] if cfg.dreg_site else 0
         write_run(tmp_path, cfg, ramp(0.5 + gain, 10))
-    fig8 = cl.analyze(load_figure_records("fig8", tmp_path, "smoke")).claims
+    fig8 = analyze(load_figure_records("fig8", tmp_path, "smoke")).claims
     assert [c.before for c in fig8] == [cl.REPRODUCED] * 4
     assert [c.verdict for c in fig8] == ["not decidable: noise"] * 4  # Fig. 8 (b) `quick`'s case
 
@@ -219,7 +219,7 @@ def test_site_lambda_momentum_rankings_and_controls(tmp_path):
         reach = 20 if cfg.dreg_site is None else 5 if cfg.dreg_lambda == 0 else 10
         top = 0.5 if cfg.dreg_form == "cosine" else 0.6
         write_run(tmp_path, cfg, ramp(top, reach))
-    controls = cl.analyze(load_figure_records("controls", tmp_path, "smoke")).claims
+    controls = analyze(load_figure_records("controls", tmp_path, "smoke")).claims
     assert [c.verdict for c in controls] == [cl.YES, cl.NO, cl.NO] * 2
     assert controls[0].measured == "speed-ups mean: 2.00x"
     assert controls[2].measured == "speed-ups paper: 2.00x, lambda0: 4.00x"
@@ -236,7 +236,7 @@ def test_gains_that_clear_the_noise_decide_and_three_seeds_use_the_bootstrap(tmp
             for seed, gain in enumerate(gains[cfg.momentum]):
                 top = 0.4 + (gain if cfg.dreg_site else 0)
                 write_run(tmp_path / folder, RunConfig.from_dict({**cfg.to_dict(), "seed": seed}), ramp(top, 10))
-        analysis = cl.analyze(load_figure_records("fig8", tmp_path / folder, "smoke"))
+        analysis = analyze(load_figure_records("fig8", tmp_path / folder, "smoke"))
         return [c for c in analysis.claims if c.panel == "b"], analysis.table
 
     one, _ = claims("one", {0: [0.2], 0.5: [0.3], 0.9: [0.45]})
@@ -426,15 +426,15 @@ def test_mechanism_questions_follow_their_rules_per_seed(tmp_path):
         best={("a", False, 0.1, ("lr", 0.4)): 0.82},  # the tuned baseline; DReg never reaches 82%: M8 no
     )
     records = load_figure_records("mechanism", tmp_path, "smoke")
-    answers = {(c.panel, c.statement.split(" ")[1]): c for c in cl.analyze(records).claims}
+    answers = {(c.panel, c.statement.split(" ")[1]): c for c in analyze(records).claims}
     m1 = next(c for c in answers.values() if c.panel == "M1")
     assert m1.verdict == "yes"
     # secondary: the 5-epoch mean first at 99% of the baseline's last-10 mean (0.673): baseline 28, DReg 11 and 19
     assert m1.measured.startswith("seed 0: 3.00x (secondary 2.55x); seed 1: 1.50x (secondary 1.47x)")
     assert m1.measured.endswith("min-max 1.50-3.00x")
-    verdicts = {c.panel: c.verdict for c in cl.analyze(records).claims if c.panel in ("M2", "M3", "M4", "M8")}
+    verdicts = {c.panel: c.verdict for c in analyze(records).claims if c.panel in ("M2", "M3", "M4", "M8")}
     assert verdicts == {"M2": "no", "M3": "no", "M4": "yes", "M8": "no"}
-    m8 = next(c for c in cl.analyze(records).claims if c.panel == "M8")
+    m8 = next(c for c in analyze(records).claims if c.panel == "M8")
     assert "tuned baseline lr 0.4 wd 0.0005 best 82.0%, DReg best 80.0%" in m8.measured
 
 
@@ -442,7 +442,7 @@ def test_a_question_waits_for_every_seed(tmp_path):
     write_mechanism(tmp_path, {BASE: (30, 30), DREG: (10, 10)})
     running = next(c for c in load_figure("mechanism", "smoke", 2).runs if c.dreg_site and c.seed == 1)
     write_run(tmp_path, running, ramp(0.8, 10)[:5], "running")
-    m1 = next(c for c in cl.analyze(load_figure_records("mechanism", tmp_path, "smoke")).claims if c.panel == "M1")
+    m1 = next(c for c in analyze(load_figure_records("mechanism", tmp_path, "smoke")).claims if c.panel == "M1")
     assert m1.verdict == "not enough data" and "running" in m1.measured
 
 
@@ -525,7 +525,7 @@ def test_a_line_missing_in_the_figures_precision_is_lent_from_another_with_its_o
 def test_the_mse_questions_can_come_out_either_way(tmp_path, mse_acc, m9, m10):
     for cfg in load_figure("mse", "smoke").runs:
         write_run(tmp_path, cfg, mse_acc if cfg.dreg_form == "mse" else [0.5, 0.8])
-    answers = {c.panel: c for c in cl.analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
+    answers = {c.panel: c for c in analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
     assert (answers["M9"].verdict, answers["M10"].verdict) == (m9, m10)
     assert "median 2.00x" in answers["M9"].measured if m9 == "yes" else "median 0.00x" in answers["M9"].measured
     assert "2k seed 0: " in answers["M10"].measured and "(margin 11.3 pts)" in answers["M10"].measured
@@ -533,7 +533,7 @@ def test_the_mse_questions_can_come_out_either_way(tmp_path, mse_acc, m9, m10):
 
 def test_the_mse_questions_wait_for_their_runs(tmp_path):
     write_fake_records(tmp_path, "mse", skip=["bs30720-dreg0-"])
-    answers = {c.panel: c for c in cl.analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
+    answers = {c.panel: c for c in analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
     assert answers["M9"].verdict != cl.NOT_ENOUGH
     assert answers["M10"].verdict == cl.NOT_ENOUGH and "bs30720-dreg0-R1-m0.9 is not run" in answers["M10"].measured
 
@@ -542,3 +542,23 @@ def test_the_analysis_loads_without_torch():
     """The analysis reads records, not networks: it runs where torch is not installed, and starts fast."""
     code = "import analysis.__main__, analysis.summary, sys; assert not {'torch', 'lightning'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_analysis_modules_import_one_way():
+    """records -> comparisons -> claims / questions -> verdicts -> report / summary: no module of the analysis
+    imports one that (directly or not) imports it, at the top or inside a function."""
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "analysis"
+    graph = {}
+    for path in folder.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("analysis"):
+                found |= {node.module.split(".")[1]} if "." in node.module else {a.name for a in node.names}
+        graph[path.stem] = found - {path.stem}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in graph.get(start, ()))
+
+    assert [m for m in graph if m != "__main__" and reaches(m, m, set())] == []

@@ -66,7 +66,7 @@ def test_cli_writes_files_and_refuses_one_precision(tmp_path, capsys):
     assert (tmp_path / "smoke" / "analysis" / "precision.md").read_text().startswith("# bf16")
     assert (tmp_path / "smoke" / "analysis" / "precision.png").stat().st_size > 0
     only = tmp_path / "only"
-    write_run(only, pair(1)[0], [0.1, 0.2])
+    write_run(only, pair(1)[0], np.linspace(0.1, 0.2, 12))
     with pytest.raises(AnalysisError, match="--precision 32-true"):
         precision.arms(only, "smoke")
     assert analysis_main(["precision", "--preset", "smoke", "--results", str(only)]) == 2
