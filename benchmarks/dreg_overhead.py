@@ -14,9 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from benchmarks import flops
 from benchmarks.common import autocast, device_of, interleaved, memory_format, ratios, summary, table, write_result
-from lightning_modules import Classifier, build_net, dreg_sites
+from lightning_modules import Classifier, build_net, dreg_sites, flops
 
 NUM_CLASSES = 100
 TARGET = 1.05  # time ratio / FLOP ratio at R1

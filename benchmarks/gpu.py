@@ -14,10 +14,9 @@ import argparse
 import torch
 from torch.utils.benchmark import Timer
 
-from benchmarks import flops
 from benchmarks.common import autocast, memory_format, table, write_result
 from experiments.config import load_figure
-from lightning_modules import Classifier
+from lightning_modules import Classifier, flops
 
 GLOBAL_BATCH = 30_720
 TRAIN_IMAGES, VAL_IMAGES = 50_000, 10_000

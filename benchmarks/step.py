@@ -4,7 +4,7 @@ A step is ``Classifier._loss_terms`` forward and backward and the optimizer step
 (``benchmarks.dreg_overhead.training_step``) at width 0.25 and batch 256, the `mini` preset's networks,
 on a fixed random batch. The three variants of one network alternate in one process after warm-up; the
 table gives each one's median step time with its 95% interval, the speed-up over fp32 (median of the
-paired ratios, 95% interval) and the FLOP rate (``benchmarks.flops``, grouped convs counted right).
+paired ratios, 95% interval) and the FLOP rate (``lightning_modules.flops``, grouped convs counted right).
 MobileNetV2's rate against ResNet18's is the measure of how far its depthwise convs fall behind: before,
 both in bf16 + channels_last; after, MobileNetV2 in the layout the `mini` preset gives it (``by_model``
 in experiments/presets.yaml: NCHW, where BatchNorm's backward is ~4x faster at its channel counts).
@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 from types import SimpleNamespace
 
-from benchmarks import flops
 from benchmarks.common import QUICK_WIDTH, interleaved, ratios, summary, table, write_result
 from benchmarks.dreg_overhead import training_step
 from experiments.config import preset_settings
+from lightning_modules import flops
 
 MODELS = ("vgg16", "resnet18", "mobilenetv2")
 VARIANTS = {  # name: (bf16 autocast, channels_last)

@@ -1,6 +1,6 @@
 """How long a sweep will take on this machine: its FLOPs over a training rate measured here in seconds.
 
-The FLOPs are counted (``benchmarks/flops.py``, on the meta device); the rate is that of a few training
+The FLOPs are counted (``lightning_modules/flops.py``, on the meta device); the rate is that of a few training
 steps of each model at the run's width, layout and precision (a batch of ~15 GFLOP per step; the fastest step
 after two warm-ups, so other work on the machine weighs little). A projection, not a promise: it knows
 nothing of a run that diverges early, nor of the validation and framework time (measured: a `mini` 30k run
@@ -24,7 +24,7 @@ STEP_FLOPS, STEPS, WARMUP = 15e9, 8, 2  # a timed step of ~15 GFLOP; the fastest
 
 @cache
 def _per_image(model: str, site: str | None, width: float, classes: int, train: bool) -> float:
-    from benchmarks.flops import step_flops
+    from lightning_modules.flops import step_flops
 
     return step_flops(model, site, width, classes, train=train)
 

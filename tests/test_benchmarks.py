@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from benchmarks import flops
 from benchmarks.__main__ import main
 from benchmarks.gpu import paper_grid
+from lightning_modules import flops
 
 COMMON_KEYS = {"benchmark", "date", "torch", "device", "cpu_count", "options"}
 

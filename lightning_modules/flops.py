@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from lightning_modules import Classifier
+from lightning_modules.classifier import Classifier
 
 aten = torch.ops.aten
 
