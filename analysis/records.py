@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import (
+    FIELDS,
     FIGURE_NAMES,
     PRECISIONS,
     ExperimentError,
@@ -59,22 +60,14 @@ def run_key(name: str) -> str:
     return re.sub(r"-s\d+$", "", name)
 
 
-_WORDS = {"lr": "lr {}", "weight_decay": "wd {}", "lr_scaling": "{} scaling", "dreg_form": "{} form",
-          "path_loss": "path loss {}", "dreg_eps": "eps {}"}  # fmt: skip
-
-
 def describe(cfg: RunConfig) -> str:
-    """A run in words for a legend: ``DReg λ=0.1, norm form`` or ``baseline, lr 0.2, wd 0.00025``."""
+    """A run in words for a legend: ``DReg λ=0.1, norm form`` or ``baseline, lr 0.2, wd 0.00025``; each setting's
+    words are declared with it (``lightning_modules/settings.py``, ``setting(words=...)``)."""
     words = [f"DReg λ={cfg.dreg_lambda:g}" if cfg.dreg_site else "baseline"]
     for key, value in cfg.differences().items():
-        if key == "warmup_fraction":
-            words.append(f"warm-up {100 * value:g}%")
-        else:
-            words.append(
-                _WORDS.get(key, key.replace("_", " ") + " {}").format(
-                    f"{value:g}" if isinstance(value, float) else value
-                )
-            )
+        text = FIELDS[key].metadata.get("words") or key.replace("_", " ") + " {}"
+        shown = f"{value:g}" if isinstance(value, float) else value
+        words.append(text.format(shown, pct=f"{100 * value:g}" if isinstance(value, (int, float)) else value))
     return ", ".join(words)
 
 

@@ -86,9 +86,7 @@ def hand_epoch(cfg: RunConfig, datamodule: L.LightningDataModule, opts: argparse
     device = device_of(opts)
     torch.manual_seed(cfg.seed)
     net = build_net(cfg.model, datamodule.num_classes, cfg.width).to(device, memory_format=memory_format(opts))
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
-    )
+    optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, **cfg.sgd())
     accumulate = datamodule.accumulate_grad_batches
     loader = datamodule.train_dataloader()
     loader.sampler.set_epoch(0)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from lightning_modules.settings import ModuleSettings
+from lightning_modules.settings import ModuleSettings, out_of_range, setting
 
 HERE = Path(__file__).resolve().parent
 FIGURES_DIR = HERE / "figures"
@@ -35,16 +35,16 @@ class RunConfig(ModuleSettings):
     single declaration) and the run's own below. Two runs with equal configs are the same run."""
 
     dataset: str = "cifar10"
-    batch_size: int = 2048  # the paper's global batch; the run uses batch_size * batch_scale
-    batch_scale: float = 1.0
-    micro_batch: int | None = None  # per-device micro-batch, which BatchNorm sees; None: one per device
-    epochs: int = 300
-    train_subset: int | None = None
-    val_size: int = 5000
+    batch_size: int = setting(2048, low=1)  # the paper's global batch; the run uses batch_size * batch_scale
+    batch_scale: float = setting(1.0, short="bscale", above=0)
+    micro_batch: int | None = setting(None, short="mb", low=1)  # per device, which BatchNorm sees; None: all
+    epochs: int = setting(300, short="ep", low=1)
+    train_subset: int | None = setting(None, short="n", low=1)
+    val_size: int = setting(5000, short="val", low=0)
     val_from_test: bool = False
     augment: bool = True
-    precision: str = "32-true"
-    seed: int = 0
+    precision: str = setting("32-true", choices=PRECISIONS)
+    seed: int = setting(0, low=0)
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -117,7 +117,8 @@ class RunConfig(ModuleSettings):
         for f in dataclasses.fields(cls):
             if f.name in values:
                 _check_type(f.name, values[f.name], str(f.type))
-                _check_range(f.name, values[f.name])
+                if problem := out_of_range(f, values[f.name]):
+                    raise ExperimentError(problem)
         return cls(**values)
 
 
@@ -129,23 +130,21 @@ _NEEDS_SITE = {
     "dreg_site": ("dreg_lambda", "dreg_eps", "dreg_form", "dreg_include_bias", "path_loss"),
     "activity_site": ("activity_alpha", "activity_norm", "activity_learnable"),
 }
-_SHORT = {"lr": "lr", "weight_decay": "wd", "warmup_fraction": "wu", "dreg_eps": "eps", "micro_batch": "mb",
-          "batch_scale": "bscale", "train_subset": "n", "val_size": "val", "epochs": "ep", "width": "w",
-          "lr_base_batch": "base"}  # fmt: skip
-_AS_VALUE = {"dreg_form", "path_loss", "lr_scaling"}  # the value alone says what it is: cosine, mean, sqrt
 
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}  # each setting's declaration (and its metadata)
+_DEFAULTS = {name: f.default for name, f in FIELDS.items()}
 
 
 def name_part(key: str, value: Any) -> str:
     """One setting as a short, folder- and W&B-safe name part: ``lr0.2``, ``sqrt``, ``nochannels_last``."""
     if isinstance(value, bool):
         return key if value else f"no{key}"
-    if key in _AS_VALUE:
+    short = FIELDS[key].metadata.get("short")
+    if short == "":  # the value alone says what it is: cosine, mean, sqrt
         return str(value)
     text = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
-    return _SHORT.get(key, key) + re.sub(r"[^A-Za-z0-9.]", "", text)
+    return (short or key) + re.sub(r"[^A-Za-z0-9.]", "", text)
 
 
 _KINDS = {
@@ -154,19 +153,6 @@ _KINDS = {
     "bool": ((bool,), "true or false"),
     "str": ((str,), "a name"),
 }
-# The smallest value of each counted or divided-by setting (a float: greater than it; an int: at least it).
-RANGES = {"batch_size": 1, "epochs": 1, "micro_batch": 1, "train_subset": 1, "val_size": 0, "seed": 0,
-          "lr_base_batch": 1, "batch_scale": 0.0, "width": 0.0}  # fmt: skip
-
-
-def _check_range(key: str, value: Any) -> None:
-    low = RANGES.get(key)
-    if low is None or value is None:
-        return
-    if isinstance(low, float) and not (math.isfinite(value) and value > low):
-        raise ExperimentError(f"{key} must be a finite number > {low:g}, got {value!r}")
-    if isinstance(low, int) and value < low:
-        raise ExperimentError(f"{key} must be a whole number >= {low}, got {value!r}")
 
 
 def _check_type(key: str, value: Any, annotation: str) -> None:

@@ -173,13 +173,7 @@ class Classifier(L.LightningModule):
         groups = [{"params": [p for p in self.parameters() if id(p) not in learned_ids]}]
         if learned:  # the learned weights' log-scale s must not be pulled to 0 by weight decay
             groups.append({"params": learned, "weight_decay": 0.0})
-        optimizer = torch.optim.SGD(
-            groups,
-            lr=self.learning_rate(),
-            momentum=hp.momentum,
-            nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
-        )
+        optimizer = torch.optim.SGD(groups, lr=self.learning_rate(), **hp.sgd())
         if hp.warmup_fraction <= 0:
             return optimizer
         warmup_steps = max(1.0, hp.warmup_fraction * self.trainer.estimated_stepping_batches)

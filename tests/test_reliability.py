@@ -555,7 +555,7 @@ def _cases(data: Path, work: Path, proxy: str) -> list[dict[str, Any]]:
         ("unknown strategy", [*run, "--strategy", "ddpx", *ex()], "invalid choice: 'ddpx'"),
         ("unknown accelerator", [*smoke_train, "--accelerator", "tpux", *ex()], "invalid choice: 'tpux'"),
         ("unknown launcher", [*run, "--launcher", "k8s", *ex()], "invalid choice: 'k8s'"),
-        ("warm-up above 1", [*smoke_train, "warmup_fraction=5", *ex()], "warmup_fraction is a fraction"),
+        ("warm-up above 1", [*smoke_train, "warmup_fraction=5", *ex()], "warmup_fraction must be <= 1, got 5"),
         ("the paper's grid on a CPU", ["run", "fig2", "--preset", "paper", *fp32, *ex()], "projected to take"),
         ("lambda nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=nan", *ex()], "dreg_lambda must be a finite"),
         ("lambda .nan", [*smoke_train, "dreg_site=R1", "dreg_lambda=.nan", *ex()], "dreg_lambda must be a finite"),
