@@ -107,8 +107,14 @@ def check_writable(results: Path) -> None:
 
 
 def claim_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Create ``run_dir`` with its config.yaml, or check that the one there is this run's."""
+    """Create ``run_dir`` with its config.yaml, or check that the one there is this run's and can be written."""
     if check_run_dir(cfg, run_dir):
+        unwritable = [p for p in (run_dir, *run_dir.glob("*.*")) if not os.access(p, os.W_OK)]
+        if unwritable:
+            raise ExperimentError(
+                f"cannot write the run folder {run_dir} ({unwritable[0].name} is read-only): give yourself write "
+                "permission on it (chmod -R u+w), or choose another --results"
+            )
         return
     config_file = run_dir / "config.yaml"
     try:

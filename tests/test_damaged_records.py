@@ -114,3 +114,32 @@ def test_the_experiment_commands_stop_at_a_damaged_status_with_one_line(damaged,
     (err,) = captured.err.splitlines()
     assert err.startswith("error: ") and f"{VICTIM}/status.json" in err
     assert sorted(p.relative_to(damaged) for p in damaged.rglob("*")) == before
+
+
+def test_a_run_folder_that_cannot_be_written_is_one_line(tmp_path, data, monkeypatch, capsys):
+    """An interrupted run whose folder is read-only (a results folder copied without permissions): one line naming
+    the folder and the fix, exit 2, nothing written. (The check is os.access; as root every folder is writable,
+    so the test also tells os.access the truth a normal user would get.)"""
+    import os
+
+    from experiments.config import RunConfig, preset_settings
+    from experiments.records import claim_run_dir
+    from experiments.train import Execution, resolve, run_dir
+
+    cfg = resolve(RunConfig.from_dict(preset_settings("smoke", RunConfig.model)), Execution())
+    folder = run_dir(cfg, tmp_path)
+    claim_run_dir(cfg, folder)
+    (folder / "status.json").write_text('{"state": "running"}')
+    folder.chmod(0o555)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: real(p, mode) and Path(p).parent != folder and Path(p) != folder)
+    before = sorted(p.name for p in folder.iterdir())
+    try:
+        argv = ["train", "--preset", "smoke", "--data-dir", str(data), "--no-verify", "--results", str(tmp_path),
+                "--accelerator", "cpu", "--no-progress"]  # fmt: skip
+        assert experiments(argv) == 2
+    finally:
+        folder.chmod(0o755)
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err.startswith(f"error: cannot write the run folder {folder}") and "chmod" in err
+    assert sorted(p.name for p in folder.iterdir()) == before
