@@ -10,6 +10,7 @@ import math
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,15 +41,20 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
+def _parsed(path: Path, parse: Callable[[str], Any], error: type[Exception]) -> Any:
+    """``parse`` of a record file's text; a file that cannot be read or parsed is a damaged record."""
+    try:
+        return parse(path.read_text())
+    except (OSError, UnicodeDecodeError, error) as err:
+        raise DamagedRecord(f"{path} cannot be read ({' '.join(str(err).split())}): {REPAIR}") from err
+
+
 def read_status(run_dir: Path) -> dict[str, Any]:
     """status.json (``pending`` where there is none); one that is not a status is a damaged record."""
     path = Path(run_dir) / "status.json"
     if not path.exists():
         return {"state": "pending"}
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DamagedRecord(f"{path} cannot be read ({err}): {REPAIR}") from err
+    status = _parsed(path, json.loads, json.JSONDecodeError)
     if not isinstance(status, dict) or not isinstance(status.get("state"), str):
         raise DamagedRecord(f"{path} has no state: {REPAIR}")
     return status
@@ -76,10 +82,7 @@ def read_metrics_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 def read_config(run_dir: Path) -> dict[str, Any]:
     """config.yaml, a mapping with the run's settings under ``run``; anything else is a damaged record."""
     path = Path(run_dir) / "config.yaml"
-    try:
-        record = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DamagedRecord(f"{path} cannot be read ({' '.join(str(err).split())}): {REPAIR}") from err
+    record = _parsed(path, yaml.safe_load, yaml.YAMLError)
     if not isinstance(record, dict) or not isinstance(record.get("run"), dict):
         raise DamagedRecord(f"{path} holds no run settings (no 'run' mapping): {REPAIR}")
     return record
