@@ -33,7 +33,8 @@ demo: $(VENV)/.installed
 	$(PY) -m experiments run fig2 --only 'bs2048-' --preset quick --results results $(DEMO_PRECISION)
 	$(PY) -m analysis figure fig2 --preset quick --results results
 	$(PY) -m analysis report --preset quick --results results
-	@echo "demo done: the figure and the report are in results/quick/analysis/"
+	@echo "demo done: the figure and the report are in results/quick/analysis/; the same pair at the paper's 300 epochs"
+	@echo "(seeds 0-2) is panel (a) of results/committed/mini/analysis/fig2.png, its verdicts in results/committed/REPORT.md"
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -163,13 +163,16 @@ def draw_curve(ax: Axes, curve: Curve, style: Style) -> None:
 
 
 def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
-    """The figure of ``records``: one axes per panel, one line per run found; and the notes to print."""
+    """The figure of ``records``: one axes per panel that has records (every panel while none has), one line per
+    run found; and the notes to print (the runs not found, of every panel)."""
     style = STYLES[records.spec.kind](records)
-    panels = curves(records)
+    found = curves(records)
+    panels = {panel: lines for panel, lines in found.items() if lines} or found
     rows_below = max([(len(lines) + 1) // 2 for lines in panels.values() if len(lines) > LEGEND_INSIDE] or [0])
     fig = Figure(figsize=(5.4 * len(panels), 4.9 + 0.17 * rows_below), layout="constrained")
     axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-    skipped = []
+    skipped = [f"({panel}) " + ", ".join(style(cfg).label for cfg in missing)
+               for panel, missing in records.missing.items() if missing]  # fmt: skip
     for ax, (panel, lines) in zip(axes, panels.items(), strict=True):
         runs = records.spec.panels[panel]
         for curve in lines:
@@ -188,8 +191,6 @@ def draw(records: FigureRecords) -> tuple[Figure, list[str]]:
         ax.set_xlim(0, max([cfg.epochs for cfg in runs] + [int(c.epochs[-1]) for c in lines]))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        if records.missing[panel]:
-            skipped.append(f"({panel}) " + ", ".join(style(cfg).label for cfg in records.missing[panel]))
     axes[0].set_ylabel("validation accuracy (%)")
     if not any(panels.values()):
         axes[0].set_ylim(0, 100)

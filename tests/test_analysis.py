@@ -342,6 +342,14 @@ def test_convergence_figure_styles_diverged_missing_and_seeds(tmp_path):
     assert "BS 4k DReg" in rendered.figure.get_supxlabel()
 
 
+def test_a_figure_draws_the_panels_it_has_records_for(tmp_path):
+    """`make demo` trains Fig. 2's 2k pair only: its figure is panel (a), the runs of (b) and (c) listed under it."""
+    write_fake_records(tmp_path, "fig2", skip=["bs6144", "bs8192", "bs10240", "bs20480", "bs30720"])
+    rendered = render("fig2", tmp_path, "smoke", tmp_path)
+    assert len(rendered.figure.axes) == 1 and "(b) BS 6k baseline" in rendered.figure.get_supxlabel()
+    assert "(c) BS 20k baseline" in rendered.figure.get_supxlabel()
+
+
 def test_single_seed_diverged_run_is_marked(tmp_path):
     write_fake_records(tmp_path, "fig7", diverged=["resnet18-cifar100-bs30720-dreg1-"])
     b = render("fig7", tmp_path, "smoke", tmp_path).figure.axes[1]
