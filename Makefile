@@ -45,6 +45,6 @@ clean-venv:
 
 # On a machine with a GPU (one command, < 8 minutes, no network, no wandb needed): the CUDA tests, the GPU
 # benchmark, and 5 epochs of the mini 30k pair on the GPU from a packed copy of the mini images
-# (`python -m datamodules.carry pack ~/.cache/dreg/data .carry/mini-cifar10.npz` where the data is).
+# (`python -m experiments.carry pack ~/.cache/dreg/data .carry/mini-cifar10.npz` where the data is).
 gpu-check:
 	bash benchmarks/gpu_check.sh

@@ -14,11 +14,11 @@ status=0
 timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py 2>&1 | tee "$OUT/cuda-tests.log" || status=1
 timeout 300 "$PY" -m benchmarks gpu --device cuda --bf16 --channels-last --out "$OUT" 2>&1 | tee "$OUT/gpu-benchmark.log" || status=1
 if [ -f "$PACKED" ]; then
-	"$PY" -m datamodules.carry unpack "$PACKED" /tmp/dreg-cifar10 > /dev/null
+	"$PY" -m experiments.carry unpack "$PACKED" /tmp/dreg-cifar10 > /dev/null
 	timeout 120 "$PY" -m experiments run fig2 --preset mini --only 'bs30720-' epochs=5 --accelerator gpu \
 		--data-dir /tmp/dreg-cifar10 --no-verify --no-progress --results "$OUT/runs" 2>&1 | tail -5 | tee "$OUT/mini-pair.log" || status=1
 	cp "$OUT"/runs/mini/*/metrics.csv "$OUT"/ 2>/dev/null
 else
-	echo "no $PACKED: skipped the mini pair (pack it where the data is: python -m datamodules.carry pack ...)" | tee "$OUT/mini-pair.log"
+	echo "no $PACKED: skipped the mini pair (pack it where the data is: python -m experiments.carry pack ...)" | tee "$OUT/mini-pair.log"
 fi
 exit $status

@@ -432,8 +432,8 @@ def test_real_cifar10_copy(real_cifar10: Path) -> None:
 
 
 def test_a_packed_copy_gives_a_run_the_same_images(c10: Path, tmp_path: Path) -> None:
-    """What a lent GPU machine gets (datamodules/carry.py): the same subset and hold-out, pixel for pixel."""
-    from datamodules.carry import pack, unpack
+    """What a lent GPU machine gets (experiments/carry.py): the same subset and hold-out, pixel for pixel."""
+    from experiments.carry import pack, unpack
 
     packed = pack(c10, tmp_path / "mini.npz", [0], preset="smoke")
     unpack(packed, tmp_path / "copy")
@@ -526,7 +526,7 @@ def test_a_local_copy_that_fails_to_build_is_one_line(tmp_path: Path, monkeypatc
 
 
 def test_a_packed_cifar100_gives_a_run_the_same_images(data: Path, tmp_path: Path) -> None:
-    from datamodules.carry import main as carry
+    from experiments.carry import main as carry
 
     carry(["pack", str(data), str(tmp_path / "mini.npz"), "--dataset", "cifar100", "--seeds", "0", "1",
            "--preset", "smoke"])  # fmt: skip

@@ -7,8 +7,8 @@ run on the unpacked copy sees exactly the images it sees on the full set (the no
 from the images used). CIFAR-100 is packed in the order the DataModule reads it (by class), which is a
 valid interleaving of its classes, so the unpacked copy reads back the same.
 
-    python -m datamodules.carry pack ~/.cache/dreg/data .carry/mini-cifar100.npz --dataset cifar100 --seeds 0
-    python -m datamodules.carry unpack .carry/mini-cifar100.npz /tmp/data   # then --data-dir /tmp/data --no-verify
+    python -m experiments.carry pack ~/.cache/dreg/data .carry/mini-cifar100.npz --dataset cifar100 --seeds 0
+    python -m experiments.carry unpack .carry/mini-cifar100.npz /tmp/data   # then --data-dir /tmp/data --no-verify
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def unpack(packed: Path, root: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m datamodules.carry", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.carry", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack", help="labels + the images the mini split uses")
     p.add_argument("data_dir", type=Path, help="folder holding cifar-10-batches-py / cifar-100-python")
