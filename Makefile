@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
