@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,10 +121,16 @@ def _overhead(results: Path, file: str) -> list[str]:
     return [where, f"DReg at R1 over the baseline, per training step: {words}", NO_RULE_FIXED, "-"]
 
 
+@functools.cache
+def paper_claims() -> list[dict]:
+    """The paper's claims and what decides each (analysis/paper_claims.yaml), read once per process."""
+    return yaml.safe_load((HERE / "paper_claims.yaml").read_text())
+
+
 def claims_table(results: Path, by_scale: dict[str, list[FigureAnalysis]]) -> str:
     """One row per claim of the paper (analysis/paper_claims.yaml): the best evidence first, then the other scales."""
     rows = []
-    for entry in yaml.safe_load((HERE / "paper_claims.yaml").read_text()):
+    for entry in paper_claims():
         if "worked_example" in entry:
             cells = _worked_example(by_scale, entry["worked_example"])
         elif "overhead" in entry:
@@ -202,7 +209,7 @@ def build_summary(results: Path | str) -> str:
     by_scale = {preset: found for preset in SCALES if (found := _analyses(results, preset))}
     if not by_scale:
         raise AnalysisError(f"no run records under {results}/{{{','.join(SCALES)}}}: run a sweep first")
-    decided = [e for e in yaml.safe_load((HERE / "paper_claims.yaml").read_text()) if "decided_by" in e]
+    decided = [e for e in paper_claims() if "decided_by" in e]
     verdicts = [ev[0].claim.verdict.split(":")[0] for e in decided if (ev := _evidence(by_scale, e["decided_by"]))]
     counts = ", ".join(f"{verdicts.count(v)} {v}" for v in (cl.REPRODUCED, cl.NOT_REPRODUCED, cl.NOT_DECIDABLE))
     reports = ", ".join(f"[{p}]({p}/analysis/report.md)" for p in by_scale)
