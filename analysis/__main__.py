@@ -10,7 +10,8 @@ from typing import NoReturn
 from analysis.figures import draw, save
 from analysis.records import AnalysisError, damaged_runs, load_figure_records
 from analysis.report import write_report
-from experiments.config import FIGURE_NAMES, PRECISIONS
+from experiments.config import PRECISIONS
+from experiments.specs import FIGURE_NAMES
 
 
 class Parser(argparse.ArgumentParser):

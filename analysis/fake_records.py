@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from experiments.config import RunConfig, load_figure
+from experiments.config import RunConfig
+from experiments.specs import load_figure
 
 BASE_COLUMNS = ["epoch", "step", "val/acc", "train/ce", "train/loss", "train/lr", "epoch_time"]
 DREG_COLUMNS = [

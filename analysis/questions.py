@@ -40,22 +40,18 @@ from experiments.config import RunConfig
 
 
 class Roles:
-    """The runs of the mechanism figure by the part they play, found by what they change (not by name)."""
+    """The runs of a study by the part they play, as its YAML declares them (``role:``), never by their values."""
 
     def __init__(self, records: FigureRecords) -> None:
         self.records = records
 
-    def find(
-        self, panel: str, dreg: bool, lam: float = 0.1, batch_size: int | None = None, **changes: object
-    ) -> RunConfig | None:
-        """The run of ``panel`` with or without DReg, at ``lam``, changing exactly ``changes`` (at ``batch_size``,
-        where the panel has several)."""
-        for cfg in self.records.spec.panels.get(panel, []):
-            same_kind = (cfg.dreg_site is not None) == dreg and (not dreg or cfg.dreg_lambda == lam)
-            same_batch = batch_size is None or cfg.batch_size == batch_size
-            if same_kind and same_batch and cfg.differences() == changes:
-                return cfg
-        return None
+    def runs(self, panel: str, role: str) -> list[RunConfig]:
+        return self.records.spec.role(panel, role)
+
+    def one(self, panel: str, role: str) -> RunConfig | None:
+        """The run that plays ``role`` in ``panel``; None where the spec names none (or several)."""
+        runs = self.runs(panel, role)
+        return runs[0] if len(runs) == 1 else None
 
     def missing(self, *cfgs: RunConfig | None) -> str | None:
         """None when every run is in the figure and every seed of it finished; else what is missing."""
@@ -75,8 +71,7 @@ def _answer(ok: bool, missing: str | None) -> str:
 def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """M1-M6 and M8 with their rules (M7 is the stability analysis: analysis/stability.py)."""
     r = Roles(records)
-    base, dreg = r.find("a", False), r.find("a", True)
-    doubled = r.find("a", False, lr=0.2, weight_decay=0.00025)
+    base, dreg, doubled = r.one("a", "baseline"), r.one("a", "dreg"), r.one("a", "doubled")
     out = []
 
     def ask(key: str, question: str, rule: str, runs: tuple, answer: Callable[[], tuple[bool, str]]) -> None:
@@ -105,21 +100,20 @@ def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Cla
         (base, doubled, dreg),
         m2,
     )
-    mean = r.find("a", True, path_loss="mean")
+    mean = r.one("a", "path_mean")
     ask("M3", "does a speed-up survive path_loss: mean?", rule, (base, mean), over(base, mean))
-    lam0 = r.find("a", True, lam=0.0)
+    lam0 = r.one("a", "lambda0")
     ask("M4", "does the penalty add to a second path (DReg over DReg λ=0)?", rule, (lam0, dreg), over(lam0, dreg))
-    for schedule in ("sqrt", "linear"):
-        b = r.find("a", False, lr_scaling=schedule, warmup_fraction=0.05)
-        d = r.find("a", True, lr_scaling=schedule, warmup_fraction=0.05)
+    for b in r.runs("a", "schedule_baseline"):
+        d = next((d for d in r.runs("a", "schedule_dreg") if d.lr_scaling == b.lr_scaling), None)
         ask(
             "M5",
-            f"does DReg add to {schedule} scaling with warm-up (DReg + schedule over baseline + schedule)?",
+            f"does DReg add to {b.lr_scaling} scaling with warm-up (DReg + schedule over baseline + schedule)?",
             rule,
             (b, d),
             over(b, d),
         )
-    grid = (r.find("a", False, lr=0.05), base, r.find("a", False, lr=0.4), doubled)
+    grid = (*sorted((*r.runs("a", "lr_grid"), *([base] if base else [])), key=lambda cfg: cfg.lr), doubled)
 
     def m8() -> tuple[bool, str]:
         words, values = [], {}
@@ -139,14 +133,15 @@ def mechanism_questions(records: FigureRecords, table: pd.DataFrame) -> list[Cla
 
     ask(
         "M8",
-        "does DReg beat the tuned baseline (the best of the lr grid 0.05, 0.1, 0.4 and the doubled gradient)?",
+        f"does DReg beat the tuned baseline (the best of the lr grid {', '.join(f'{c.lr:g}' for c in grid[:-1])} "
+        "and the doubled gradient)?",
         rule,
         (*grid, dreg),
         m8,
     )
-    base_b = r.find("b", False)
-    for form in ("frobenius", "cosine", "norm"):
-        run = r.find("b", True) if form == "frobenius" else r.find("b", True, dreg_form=form)
+    base_b = r.one("b", "baseline")
+    for run in r.runs("b", "forms"):
+        form = run.dreg_form
 
         def m6(run: RunConfig = run) -> tuple[bool, str]:
             s = speedups(records, base_b, run)
@@ -175,15 +170,17 @@ def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     """M9 (does the mse reading reproduce Fig. 2?) and M10 (is mse the same as lambda 0?), SPEC 8.2."""
     r = Roles(records)
     sweep = table[table["panel"] == "a"] if len(table) else table
-    pairs = [(r.find("a", False, batch_size=bs), r.find("a", True, batch_size=bs, dreg_form="mse"))
-             for bs in sorted(set(sweep["batch_size"]))] if len(sweep) else []  # fmt: skip
+    by_batch = {(cfg.batch_size, cfg.dreg_site is not None): cfg for cfg in records.spec.panels.get("a", [])}
+    batches = sorted(set(sweep["batch_size"])) if len(sweep) else []
+    pairs = [(by_batch.get((bs, False)), by_batch.get((bs, True))) for bs in batches]
     missing = r.missing(*(cfg for pair in pairs for cfg in pair)) if pairs else "a run it needs is not in the figure"
     if missing is None:
         speed = [0.0 if pd.isna(v) else float(v) for v in sweep["speedup"]]
         median = float(np.median(speed))
         listed = ", ".join(f"{bs_label(row['batch_size'])}: {speed_words(row)}" for _, row in sweep.iterrows())
+        m10 = {cfg.batch_size for cfg in r.runs("b", "mse")}  # the batch sizes that have seeds 1-2
         seeds = "; ".join(f"{bs_label(b.batch_size)} {per_seed(speedups(records, b, m))}"
-                          for b, m in pairs if b.batch_size in (2048, 30720))  # fmt: skip
+                          for b, m in pairs if b.batch_size in m10)  # fmt: skip
         m9 = (median >= SPEEDUP_CLAIMED, f"speed-ups {listed}; median {fmt_speedup(median)}. Per seed: {seeds}")
     else:
         m9 = (False, missing)
@@ -193,9 +190,9 @@ def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
         m9[1], _answer(m9[0], missing),
     )]  # fmt: skip
 
-    at = {bs: (r.find("b", True, batch_size=bs, dreg_form="mse"), r.find("b", True, lam=0.0, batch_size=bs))
-          for bs in (2048, 30720)}  # fmt: skip
-    missing = r.missing(*(cfg for pair in at.values() for cfg in pair))
+    lam0 = {cfg.batch_size: cfg for cfg in r.runs("b", "lambda0")}
+    at = {cfg.batch_size: (cfg, lam0.get(cfg.batch_size)) for cfg in r.runs("b", "mse")}
+    missing = r.missing(*(cfg for pair in at.values() for cfg in pair)) if at else "a run it needs is not in the figure"
     within, words = True, []
     if missing is None:
         for bs, (mse, lam0) in at.items():

@@ -18,17 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.config import (
-    FIELDS,
-    FIGURE_NAMES,
-    PRECISIONS,
-    ExperimentError,
-    Figure,
-    RunConfig,
-    load_figure,
-    preset_settings,
-)
+from experiments.config import FIELDS, PRECISIONS, ExperimentError, RunConfig, preset_settings
 from experiments.run_files import FINISHED, DamagedRecord, read_record, read_status, whole_lines
+from experiments.specs import FIGURE_NAMES, Figure, load_figure
 
 RECORD_FILES = ("config.yaml", "metrics.csv", "status.json")
 STATUS_KEYS = ("state", "diverged_epoch", "best_val_acc", "best_epoch", "test_acc", "selected_path")

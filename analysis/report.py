@@ -22,7 +22,8 @@ from analysis.records import (
     load_figure_records,
 )
 from analysis.verdicts import FigureAnalysis, analyze
-from experiments.config import FIGURE_NAMES, RunConfig, load_presets, preset_settings
+from experiments.config import RunConfig, load_presets, preset_settings
+from experiments.specs import FIGURE_NAMES
 
 
 def _num(value: object, spec: str = "d") -> str:

@@ -28,7 +28,8 @@ from analysis.records import (
     load_results,
 )
 from analysis.verdicts import FigureAnalysis, analyze
-from experiments.config import FIGURE_NAMES, RunConfig, preset_settings
+from experiments.config import RunConfig, preset_settings
+from experiments.specs import FIGURE_NAMES
 
 HERE = Path(__file__).parent
 SCALES = ("mini", "full", "quick")  # best evidence first: the paper's steps, one paper-scale run, a 15-epoch look

@@ -37,9 +37,10 @@ from benchmarks.common import (
     table,
     write_result,
 )
-from experiments.config import RunConfig, load_figure
+from experiments.config import RunConfig
 from experiments.records import RunRecords
 from experiments.run_files import read_metrics_rows
+from experiments.specs import load_figure
 from experiments.train import Execution, build
 from lightning_modules import Classifier, build_net
 

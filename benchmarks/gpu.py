@@ -15,7 +15,7 @@ import torch
 from torch.utils.benchmark import Timer
 
 from benchmarks.common import autocast, memory_format, table, write_result
-from experiments.config import load_figure
+from experiments.specs import load_figure
 from lightning_modules import Classifier, flops
 
 GLOBAL_BATCH = 30_720

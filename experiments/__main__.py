@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
 import sys
 from pathlib import Path
@@ -11,19 +12,11 @@ from typing import Any
 
 import yaml
 
-from experiments.config import (
-    FIGURE_NAMES,
-    PRECISIONS,
-    ExperimentError,
-    RunConfig,
-    load_figure,
-    preset_settings,
-    select,
-    validate,
-)  # fmt: skip
+from experiments.config import PRECISIONS, ExperimentError, RunConfig, preset_settings
 from experiments.records import BUSY, RunBusy
 from experiments.run_files import read_status
-from experiments.train import Execution, check_precision, run_dir
+from experiments.specs import FIGURE_NAMES, load_figure, select
+from experiments.train import Execution, check_precision, prepare, run_dir
 
 
 def at_least_one(text: str) -> int:
@@ -143,10 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = {**_key_values(args.settings), **_overrides(args)}
     figure = load_figure(args.figure, args.preset, args.seeds, overrides)
-    runs = select(figure.runs, args.only)
     ex = _execution(args, group=args.figure)
-    for cfg in runs:  # every bad setting, before the data is read
-        validate(cfg)
+    runs = [prepare(cfg, ex) for cfg in select(figure.runs, args.only)]  # every bad setting, before the data is read
     if not args.dry_run:
         if args.launcher != "slurm":  # what each run's process would refuse, once (a SLURM job checks its node)
             for first in {cfg.precision: cfg for cfg in runs}.values():
@@ -210,6 +201,18 @@ def _alive(pid: int | None) -> bool:
 def cmd_train(args: argparse.Namespace) -> int:
     from experiments.train import train
 
+    if args.prepared:  # a sweep's run, handed over as it was prepared: trained as it is
+        cfg, ex = pickle.loads(args.prepared.read_bytes())
+    else:
+        cfg, ex = _single_run(args)
+    status = train(cfg, ex)
+    if status:
+        print(f"{status['state']}: best val/acc {status.get('best_val_acc', float('nan')):.4f}")
+    return 0 if status.get("state", "done") in ("done", "diverged") else 1
+
+
+def _single_run(args: argparse.Namespace) -> tuple[RunConfig, Execution]:
+    """The run that ``train``'s settings describe, prepared."""
     values: dict[str, Any] = {}
     if args.config:
         try:
@@ -226,10 +229,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     values.update(_overrides(args))
     if args.preset:  # under the run's own settings: the preset's for the run's network
         values = {**preset_settings(args.preset, values.get("model", RunConfig.model)), **values}
-    status = train(RunConfig.from_dict(values), _execution(args))
-    if status:
-        print(f"{status['state']}: best val/acc {status.get('best_val_acc', float('nan')):.4f}")
-    return 0 if status.get("state", "done") in ("done", "diverged") else 1
+    ex = _execution(args)
+    return prepare(RunConfig.from_dict(values), ex), ex
 
 
 def cmd_wandb_sweep(args: argparse.Namespace) -> None:
@@ -298,6 +299,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train (or resume) one run: --config FILE and/or KEY=VALUE settings")
     p.add_argument("--config", type=Path, help="YAML of run settings (see experiments/config.py RunConfig)")
     p.add_argument("settings", nargs="*", help="KEY=VALUE run settings, e.g. model=vgg16 dreg_site=R1")
+    p.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)  # a sweep's run and execution, pickled
     _run_settings(p)
     p.set_defaults(preset=None)
     _execution_args(p)

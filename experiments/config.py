@@ -1,14 +1,13 @@
-"""A run's configuration, its name, and how a figure spec and a preset become a list of runs."""
+"""What a run is: its configuration (each setting declared once), its name, the presets it starts from, and the
+checks it passes before anything runs. How a figure becomes runs is experiments/specs.py."""
 
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
 import functools
-import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,6 @@ import yaml
 from lightning_modules.settings import ModuleSettings, out_of_range, setting
 
 HERE = Path(__file__).resolve().parent
-FIGURES_DIR = HERE / "figures"
-# The figures are the specs in experiments/figures/: the paper's in order, then the studies beyond it.
-FIGURE_NAMES = tuple(sorted((p.stem for p in FIGURES_DIR.glob("*.yaml")), key=lambda n: (not n.startswith("fig"), n)))
-
-
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")  # Lightning's names
 
 
@@ -82,19 +76,13 @@ class RunConfig(ModuleSettings):
 
     def differences(self) -> dict[str, Any]:
         """The settings outside the name's core that differ from the preset's defaults, in declaration order."""
-        defaults = self.preset_defaults()
+        defaults = preset_defaults(self.preset, self.model)
         return {
             key: value
             for key, value in self.to_dict().items()
             if key not in _IN_CORE and value != getattr(defaults, key)
             and not (key == "micro_batch" and value == self.global_batch)
         }  # fmt: skip
-
-    def preset_defaults(self) -> RunConfig:
-        """The config a figure at this preset starts from: the defaults below, then the preset's settings."""
-        presets = load_presets()
-        settings = preset_settings(self.preset, self.model) if self.preset in presets else {"preset": self.preset}
-        return RunConfig(**settings)
 
     def module_kwargs(self) -> dict[str, Any]:
         """The LightningModule's arguments."""
@@ -136,6 +124,14 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}  # each setting's de
 _DEFAULTS = {name: f.default for name, f in FIELDS.items()}
 
 
+@functools.cache
+def preset_defaults(preset: str, model: str) -> RunConfig:
+    """The config a figure at this preset starts from: the defaults above, then the preset's settings (built once
+    per preset and network: every run's name compares against it)."""
+    settings = preset_settings(preset, model) if preset in load_presets() else {"preset": preset}
+    return RunConfig(**settings)
+
+
 def name_part(key: str, value: Any) -> str:
     """One setting as a short, folder- and W&B-safe name part: ``lr0.2``, ``sqrt``, ``nochannels_last``."""
     if isinstance(value, bool):
@@ -169,29 +165,6 @@ def _check_type(key: str, value: Any, annotation: str) -> None:
     raise ExperimentError(f"{key} must be {wanted}, got {value!r}")
 
 
-@dataclass
-class Figure:
-    """A figure of the paper as data: panels, each a list of runs."""
-
-    name: str
-    title: str
-    paper: str  # "Figure 2", or "none (...)" for a study beyond the paper
-    kind: str  # batch_sweep, site_sweep, lambda_sweep, momentum_sweep, controls, mechanism: how it is analysed
-    subtitle: str
-    claims: tuple[str, ...] = ()  # for a batch sweep: which of the paper's convergence claims it makes
-    panels: dict[str, list[RunConfig]] = field(default_factory=dict)
-    accuracy_gap: dict[str, Any] | None = None  # the text's average accuracy gap: {points, panels}
-
-    @property
-    def of_paper(self) -> bool:
-        return self.paper.startswith("Figure")
-
-    @property
-    def runs(self) -> list[RunConfig]:
-        """Distinct runs, in panel order (a run shared by panels appears once)."""
-        return list({run.name: run for runs in self.panels.values() for run in runs}.values())
-
-
 @functools.cache
 def load_presets() -> dict[str, dict[str, Any]]:
     """The presets, parsed once per process (a run's name reads them): read them, never change them."""
@@ -207,44 +180,6 @@ def preset_settings(preset: str, model: str | None = None) -> dict[str, Any]:
         raise ExperimentError(f"unknown preset {preset!r}: choose one of {', '.join(presets)}")
     settings = {k: v for k, v in presets[preset].items() if k not in ("description", "by_model")}
     return {**settings, **presets[preset].get("by_model", {}).get(model, {}), "preset": preset}
-
-
-def _expand(grid: dict[str, Any]) -> list[dict[str, Any]]:
-    """A grid whose list values are crossed: {a: [1, 2], b: x} -> [{a: 1, b: x}, {a: 2, b: x}]."""
-    keys = list(grid)
-    values = [v if isinstance(v, list) else [v] for v in grid.values()]
-    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
-
-
-def load_figure(name: str, preset: str, seeds: int = 1, overrides: dict[str, Any] | None = None) -> Figure:
-    """The runs of figure ``name`` at ``preset``, one per seed, with ``overrides`` (e.g. dataset) applied."""
-    if name not in FIGURE_NAMES:
-        raise ExperimentError(f"unknown figure {name!r}: choose one of {', '.join(FIGURE_NAMES)}")
-    spec = yaml.safe_load((FIGURES_DIR / f"{name}.yaml").read_text())
-    settings = functools.cache(lambda model: preset_settings(preset, model))  # the YAML read once per network
-    settings(RunConfig.model)  # an unknown preset is refused before anything else
-    figure = Figure(name, spec["title"], spec["paper"], spec["kind"], spec["subtitle"], tuple(spec.get("claims", ())),
-                    accuracy_gap=spec.get("accuracy_gap"))  # fmt: skip
-    for panel, grids in spec["panels"].items():
-        runs = [{**spec.get("defaults", {}), **run, **(overrides or {})} for grid in grids for run in _expand(grid)]
-        figure.panels[panel] = [
-            RunConfig.from_dict({**settings(run.get("model", RunConfig.model)), **run, "seed": seed})
-            for run in runs
-            for seed in range(seeds)
-        ]
-    return figure
-
-
-def select(runs: list[RunConfig], pattern: str | None) -> list[RunConfig]:
-    """Runs whose name matches the shell-style ``pattern`` anywhere (``--only``)."""
-    if pattern is None:
-        return runs
-    chosen = [run for run in runs if fnmatch.fnmatch(run.name, f"*{pattern}*")]
-    if not chosen:
-        raise ExperimentError(
-            f"--only {pattern!r} matches none of the {len(runs)} runs: see `python -m experiments list`"
-        )
-    return chosen
 
 
 def split_batch(cfg: RunConfig, world_size: int) -> tuple[int, int]:

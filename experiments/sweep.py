@@ -1,14 +1,17 @@
 """A figure's runs: skip what is finished, resume what was interrupted, isolate each run.
 
-Each run trains in its own process (``python -m experiments train``), so a crash, an
-out-of-memory kill or a divergence in one run never stops the others; ``--parallel K``
-keeps K of them going at once, and ``--launcher slurm`` hands each to SLURM via submitit.
+Each run trains in its own process, so a crash, an out-of-memory kill or a divergence in one run
+never stops the others; ``--parallel K`` keeps K of them going at once, and ``--launcher slurm``
+hands each to SLURM via submitit. The runs come prepared (``train.prepare``): each process receives
+its run as an object, pickled (``python -m experiments train --prepared FILE`` here, submitit's own
+pickle on SLURM), and trains it without parsing or checking it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -18,12 +21,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from experiments.config import RunConfig, validate
+from experiments.config import RunConfig
 from experiments.records import BUSY, check_run_dir, check_writable
 from experiments.run_files import FINISHED, read_status
-from experiments.train import Execution, resolve, run_dir, wandb_mode
+from experiments.train import Execution, run_dir, wandb_mode
 
 
 def plan(runs: list[RunConfig], ex: Execution, retry_failed: bool) -> list[tuple[RunConfig, str]]:
@@ -35,18 +36,10 @@ def plan(runs: list[RunConfig], ex: Execution, retry_failed: bool) -> list[tuple
     return rows
 
 
-def train_command(cfg: RunConfig, ex: Execution, config_file: Path) -> list[str]:
-    """The single-run command line that trains ``cfg`` under ``ex``."""
-    config_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    command = [sys.executable, "-m", "experiments", "train", "--config", str(config_file)]
-    command += ["--results", str(ex.results), "--accelerator", ex.accelerator, "--devices", str(ex.devices)]
-    command += ["--num-nodes", str(ex.num_nodes), "--strategy", ex.strategy]
-    command += ["--data-dir", str(ex.data_dir)] if ex.data_dir else []
-    command += [] if ex.verify else ["--no-verify"]
-    command += ["--wandb", "--wandb-project", ex.wandb_project] if ex.wandb else []
-    command += ["--group", ex.group] if ex.group else []
-    command += [] if ex.progress else ["--no-progress"]
-    return command
+def train_command(cfg: RunConfig, ex: Execution, handover: Path) -> list[str]:
+    """The command line of the process that trains the prepared run ``cfg`` under ``ex``."""
+    handover.write_bytes(pickle.dumps((cfg, ex)))
+    return [sys.executable, "-m", "experiments", "train", "--prepared", str(handover)]
 
 
 def _local(jobs: list[RunConfig], ex: Execution, parallel: int, report: Callable[[RunConfig, str], None]) -> None:
@@ -60,7 +53,7 @@ def _local(jobs: list[RunConfig], ex: Execution, parallel: int, report: Callable
                 env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
             if parallel > 1:  # share the CPU cores instead of oversubscribing them
                 env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
-            command = train_command(cfg, ex, Path(tmp) / f"{cfg.name}.yaml")
+            command = train_command(cfg, ex, Path(tmp) / f"{cfg.name}.pickle")
             if parallel > 1:
                 log = Path(ex.results) / cfg.preset / "logs" / f"{cfg.name}.log"
                 log.parent.mkdir(parents=True, exist_ok=True)
@@ -111,11 +104,9 @@ def run_sweep(
     launcher: str = "local", slurm: dict[str, Any] | None = None, dry_run: bool = False,
     shared: dict[str, list[str]] | None = None,
 ) -> list[tuple[RunConfig, str]]:  # fmt: skip
-    """Run what is not finished; returns each run with what happened to it. ``shared`` names, per run, the
-    other figures that have it (a dry run lists them: such a run is trained once for all)."""
-    for cfg in runs:  # every bad setting is reported before anything runs
-        validate(cfg)
-    runs = [resolve(cfg, ex) for cfg in runs]  # the micro-batch made explicit: it is part of the run's name
+    """Run what is not finished of ``runs`` (from ``train.prepare``); returns each run with what happened to it.
+    ``shared`` names, per run, the other figures that have it (a dry run lists them: such a run is trained once
+    for all)."""
     for cfg in runs:
         check_run_dir(cfg, run_dir(cfg, ex.results))  # a folder of another config is not this run
     if not dry_run:  # what each run's process would refuse, refused once, up front

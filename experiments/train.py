@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -61,7 +62,15 @@ def run_dir(cfg: RunConfig, results: Path) -> Path:
 def resolve(cfg: RunConfig, ex: Execution) -> RunConfig:
     """The config with its micro-batch made explicit (it is recorded: BatchNorm sees it, docs/method.md §4)."""
     micro, _ = split_batch(cfg, ex.world_size)
-    return RunConfig.from_dict({**cfg.to_dict(), "micro_batch": micro})
+    return dataclasses.replace(cfg, micro_batch=micro)
+
+
+def prepare(cfg: RunConfig, ex: Execution) -> RunConfig:
+    """The run as it trains: its settings checked against its network, its micro-batch made explicit. Whoever
+    plans a run prepares it, once (the sweep for all its runs, before any data is read); ``train`` takes it as
+    it is, in whatever process it lands."""
+    validate(cfg)
+    return resolve(cfg, ex)
 
 
 def wandb_mode() -> str:
@@ -145,10 +154,11 @@ def check_precision(cfg: RunConfig, ex: Execution) -> None:
 
 
 def train(cfg: RunConfig, ex: Execution) -> dict[str, Any]:
-    """Train (or resume) one run and return its final status. Bad input fails before anything is written."""
-    validate(cfg)
+    """Train (or resume) one run from ``prepare`` and return its final status. What is checked here is the
+    machine it landed on (native bf16, a W&B login), before anything is written."""
+    if cfg.micro_batch is None:
+        raise ExperimentError("train() takes a prepared run: train(prepare(cfg, ex), ex)")
     check_precision(cfg, ex)
-    cfg = resolve(cfg, ex)
     if ex.wandb:
         wandb_mode()
     directory = run_dir(cfg, ex.results)

@@ -14,19 +14,12 @@ import torch
 import yaml
 from paths import ROOT
 
-from experiments.config import (
-    FIGURE_NAMES,
-    ExperimentError,
-    RunConfig,
-    load_figure,
-    preset_settings,
-    select,
-    split_batch,
-)
+from experiments.config import ExperimentError, RunConfig, preset_settings, split_batch
 from experiments.records import RunRecords
 from experiments.run_files import read_status
+from experiments.specs import FIGURE_NAMES, load_figure, select
 from experiments.sweep import run_sweep
-from experiments.train import Execution, run_dir, train
+from experiments.train import Execution, prepare, run_dir, train
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "PYTHONUNBUFFERED": "1"}
 
@@ -137,8 +130,8 @@ def test_a_cifar100_panel_trains_records_and_draws(data, tmp_path):
 
 
 def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch):
-    cfg = smoke(epochs=3, model="resnet18")
     ex = Execution(data_dir=data, verify=False, accelerator="cpu", progress=False)
+    cfg = prepare(smoke(epochs=3, model="resnet18"), ex)
     train(cfg, Execution(**{**ex.__dict__, "results": tmp_path / "whole"}))
 
     original = RunRecords.on_train_epoch_end
@@ -164,8 +157,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path, monkeypatch):
 
 
 def test_an_absurd_lambda_diverges_and_the_sweep_goes_on(data, tmp_path):
-    runs = [smoke(dreg_lambda=1e30, lr=10.0, epochs=3), smoke(dreg_site=None)]
     ex = Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False)
+    runs = [prepare(smoke(dreg_lambda=1e30, lr=10.0, epochs=3), ex), prepare(smoke(dreg_site=None), ex)]
     run_sweep(runs, ex)
     diverged, baseline = (read_status(run_dir(r, tmp_path)) for r in runs)
     assert diverged["state"] == "diverged" and diverged["diverged_epoch"] == 0
@@ -174,8 +167,8 @@ def test_an_absurd_lambda_diverges_and_the_sweep_goes_on(data, tmp_path):
 
 
 def test_a_folder_holding_another_config_is_refused_and_left_alone(data, tmp_path):
-    cfg = smoke(epochs=1, dreg_site=None)
     ex = Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False)
+    cfg = prepare(smoke(epochs=1, dreg_site=None), ex)
     train(cfg, ex)
     folder = run_dir(cfg, tmp_path)
     # Names tell every setting apart, so another config reaches this folder only by hand (a copied folder):
@@ -241,8 +234,9 @@ def test_mechanism_has_18_distinct_runs_and_shares_four_with_fig2(tmp_path):
 def test_a_runs_records_hold_what_the_method_says(data, tmp_path):
     """best_val_acc and best_epoch are metrics.csv's maximum and its first epoch; test_acc is the selected
     path's; the distance before any step is recorded; config.yaml holds versions, commit and device."""
-    cfg = smoke(epochs=2)
-    train(cfg, Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False))
+    ex = Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False)
+    cfg = prepare(smoke(epochs=2), ex)
+    train(cfg, ex)
     folder = run_dir(cfg, tmp_path)
     status, metrics = read_status(folder), pd.read_csv(folder / "metrics.csv")
     assert status["best_val_acc"] == pytest.approx(metrics["val/acc"].max())
@@ -348,7 +342,8 @@ def test_one_run_builds_one_lightning_module_and_each_default_is_written_once(da
         return Classifier(**kwargs)
 
     monkeypatch.setattr(experiments.train, "Classifier", counting)
-    train(smoke(epochs=1), Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False))
+    ex = Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False)
+    train(prepare(smoke(epochs=1), ex), ex)
     assert built == ["vgg16"]
     assert "Classifier" not in (ROOT / "experiments" / "config.py").read_text()  # validate() builds none
     sources = "".join(p.read_text() for p in (ROOT / "experiments").glob("*.py"))
@@ -396,3 +391,55 @@ def test_bf16_where_it_is_emulated_is_refused_once_before_the_data_is_read(tmp_p
     assert "CIFAR-10 not found" in capsys.readouterr().err
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert main(argv) == 2 and "CIFAR-10 not found" in capsys.readouterr().err
+
+
+def test_a_sweeps_run_is_built_and_checked_once_and_its_process_takes_it_as_it_is(data, tmp_path, monkeypatch):
+    """The planning process builds each run of the figure once, checks and prepares each chosen run once, and
+    hands it over; the run's own process (``train --prepared``) builds, parses and checks nothing again. The
+    child is run in this process here so that one counter sees both."""
+    import types
+
+    import experiments.__main__ as cli_main
+    import experiments.config
+    import experiments.train
+
+    counts = {"built": 0, "checked": 0, "presets parsed": 0}
+    post_init, validate, read_text = RunConfig.__post_init__, experiments.train.validate, Path.read_text
+
+    def counted(key, function):
+        def wrapper(*args, **kwargs):
+            counts[key] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    def reading(path, *args, **kwargs):
+        counts["presets parsed"] += path.name == "presets.yaml"
+        return read_text(path, *args, **kwargs)
+
+    in_child: list[dict[str, int]] = []
+    run = subprocess.run
+
+    def child(command, **kwargs):  # `python -m experiments train --prepared FILE`, in this process
+        if command[1:4] != ["-m", "experiments", "train"]:
+            return run(command, **kwargs)  # git, asked for the commit a record names
+        before = dict(counts)
+        code = cli_main.main(command[3:])
+        in_child.append({key: counts[key] - before[key] for key in counts})
+        return types.SimpleNamespace(returncode=code)
+
+    experiments.config.load_presets.cache_clear()
+    experiments.config.preset_defaults.cache_clear()
+    monkeypatch.setattr(RunConfig, "__post_init__", counted("built", post_init))
+    monkeypatch.setattr(experiments.train, "validate", counted("checked", validate))
+    monkeypatch.setattr(Path, "read_text", reading)
+    monkeypatch.setattr(subprocess, "run", child)
+    monkeypatch.setattr(experiments.train, "_fit", lambda *args: {"state": "done"})
+    args = ["run", "fig2", "--preset", "smoke", "--only", "bs2048-", "--results", str(tmp_path), "--data-dir",
+            str(data), "--no-verify", "--accelerator", "cpu", "--no-progress"]  # fmt: skip
+    assert cli_main.main(args) == 0
+    assert in_child == [{"built": 0, "checked": 0, "presets parsed": 0}] * 2
+    # fig2's 14 runs once each, the 2 chosen runs with their micro-batch made explicit, the preset's defaults once
+    assert counts == {"built": 14 + 2 + 1, "checked": 2, "presets parsed": 1}
+    with pytest.raises(ExperimentError, match="prepared run"):  # a run that skipped prepare() is not trained
+        train(smoke(), Execution(results=tmp_path))

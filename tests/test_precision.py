@@ -10,7 +10,8 @@ from analysis import precision
 from analysis.__main__ import main as analysis_main
 from analysis.fake_records import write_run
 from analysis.records import AnalysisError
-from experiments.config import RunConfig, load_figure
+from experiments.config import RunConfig
+from experiments.specs import load_figure
 
 
 def pair(seeds: int) -> list[RunConfig]:

@@ -40,11 +40,12 @@ import torch
 import yaml
 from paths import ROOT
 
-from experiments.config import RunConfig, load_figure, preset_settings, select
+from experiments.config import RunConfig, preset_settings
 from experiments.records import RunRecords, claim_run_dir
 from experiments.run_files import read_status, write_atomic
+from experiments.specs import load_figure, select
 from experiments.sweep import run_sweep
-from experiments.train import Execution, resolve, run_dir, train
+from experiments.train import Execution, prepare, resolve, run_dir, train
 
 SEED = 20261123  # the kill moments' random delays
 TIMEOUT_S = 300  # a sweep that hangs fails its test instead of stalling CI
@@ -118,7 +119,7 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     a, b = sweep_runs()
     ex = Execution(results=results, data_dir=data, verify=False, accelerator="cpu", progress=False)
     with mock.patch.dict(os.environ, BASE_ENV, clear=True):
-        outcomes = run_sweep([a, diverging_run(), b], ex)
+        outcomes = run_sweep([prepare(cfg, ex) for cfg in (a, diverging_run(), b)], ex)
     assert [outcome for _, outcome in outcomes] == ["ok", "ok", "ok"]
     return results
 
@@ -357,7 +358,7 @@ def test_checkpoints_reach_last_ckpt_only_by_a_rename_next_to_it(data, tmp_path,
     (a, _) = sweep_runs()
     cfg = RunConfig.from_dict({**a.to_dict(), "epochs": 1})
     ex = Execution(results=tmp_path / "results", data_dir=data, verify=False, accelerator="cpu", progress=False)
-    assert train(cfg, ex)["state"] == "done"
+    assert train(prepare(cfg, ex), ex)["state"] == "done"
 
     last = folder(ex.results, resolve(cfg, ex)) / "checkpoints" / "last.ckpt"
     assert direct_writes == []

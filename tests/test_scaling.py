@@ -26,7 +26,8 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
 from experiments.__main__ import _parse_value
 from experiments.__main__ import main as cli_main
-from experiments.config import RunConfig, load_figure
+from experiments.config import RunConfig
+from experiments.specs import load_figure
 
 TIMEOUT_S = 300  # a hung DDP rank or a login prompt fails the test instead of stalling CI
 GLOBAL_BATCH, TRAIN_SUBSET, EPOCHS = 16, 400, 2  # the smoke preset at batch_size=2048

@@ -10,8 +10,9 @@ import torch
 
 from analysis.stability import checks, growth_root, overflow_step, simulate
 from datamodules import write_fake_cifar
-from experiments.config import RunConfig, load_figure
-from experiments.train import Execution, train
+from experiments.config import RunConfig
+from experiments.specs import load_figure
+from experiments.train import Execution, prepare, train
 
 
 def _torch_distance(form: str, lr: float, momentum: float, lam: float, wd: float, steps: int) -> np.ndarray:
@@ -71,8 +72,8 @@ def test_the_prediction_follows_a_real_run(tmp_path: Path):
     ||W_R - W_L|| is within 2% of the predicted one, and the records hold the distance before any step."""
     data = write_fake_cifar(tmp_path / "data", "cifar10", n_train=600, n_test=100)
     spec = next(r for r in load_figure("fig2", "smoke").runs if r.dreg_site and r.batch_size == 2048)
-    cfg = RunConfig.from_dict({**spec.to_dict(), "epochs": 3})
-    train(cfg, Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False))
+    ex = Execution(results=tmp_path, data_dir=data, verify=False, accelerator="cpu", progress=False)
+    train(prepare(RunConfig.from_dict({**spec.to_dict(), "epochs": 3}), ex), ex)
     (check,) = checks(tmp_path, "smoke")
     assert check.steps.tolist() == [0, 25, 50, 75]
     assert check.measured[0] == pytest.approx(check.predicted[0]) and check.measured[0] > 0
