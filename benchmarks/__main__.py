@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import skip_malloc_ramp
+from experiments.train import reuse_freed_memory
 from lightning_modules.nets import NETS
 
 CPU_BENCHMARKS = ("step", "dreg_overhead", "framework", "data", "memory")
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     names = [opts.name] if opts.name != "all" else [*CPU_BENCHMARKS, *(["gpu"] if opts.device == "cuda" else [])]
     if opts.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda needs a CUDA device; none is visible here")
-    skip_malloc_ramp()
+    reuse_freed_memory()  # as the suite's runs do (experiments/train.py)
     for name in names:
         if len(names) > 1:
             print(f"== {name}", flush=True)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
-import ctypes.util
 import datetime
 import json
 import math
@@ -47,22 +45,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "median": statistics.median(ordered), "min": ordered[0], "max": ordered[-1], "q1": q1, "q3": q3,
         "ci_lo": ordered[lo - 1], "ci_hi": ordered[hi - 1],
     }  # fmt: skip
-
-
-def skip_malloc_ramp() -> None:
-    """Start glibc malloc where it converges anyway: 32 MB mmap threshold, 64 MB trim threshold.
-
-    glibc starts at 128 kB and raises its mmap threshold only as mmapped blocks are freed, so for the
-    first 10-20 training steps every activation is fresh, page-faulted memory; on this VM that makes
-    them 20x slower, and a benchmark's warm-up would have to outlast the ramp. Blocks above 32 MB are
-    still mmapped per allocation, as in the suite's own runs. No-op where mallopt is missing.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 64 * 2**20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def seconds(fn: Callable[[], object], number: int = 1) -> float:

@@ -45,6 +45,8 @@ def _execution_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb-project", default="dreg")
     parser.add_argument("--group", help="W&B group (a sweep uses the figure's name)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--eval-batch", type=at_least_one, help="images per evaluation batch (default: 256 on a "
+                        "CPU, the micro-batch on a GPU); changes no number")  # fmt: skip
 
 
 def _run_settings(parser: argparse.ArgumentParser) -> None:
@@ -67,6 +69,7 @@ def _execution(args: argparse.Namespace, group: str | None = None) -> Execution:
         results=args.results, data_dir=args.data_dir, verify=not args.no_verify, accelerator=args.accelerator,
         devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy, wandb=args.wandb,
         wandb_project=args.wandb_project, group=args.group or group, progress=not args.no_progress,
+        eval_batch=args.eval_batch,
     )  # fmt: skip
 
 

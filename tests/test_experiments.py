@@ -443,3 +443,18 @@ def test_a_sweeps_run_is_built_and_checked_once_and_its_process_takes_it_as_it_i
     assert counts == {"built": 14 + 2 + 1, "checked": 2, "presets parsed": 1}
     with pytest.raises(ExperimentError, match="prepared run"):  # a run that skipped prepare() is not trained
         train(smoke(), Execution(results=tmp_path))
+
+
+def test_the_evaluation_batch_changes_no_number(data, tmp_path):
+    """How many images an evaluation batch holds is how a run executes, not what it computes: BatchNorm
+    evaluates with its running statistics, so validation and test accuracies are the same to the bit."""
+    tables, finals = [], []
+    for eval_batch in (None, 7):
+        ex = Execution(results=tmp_path / str(eval_batch), data_dir=data, verify=False, accelerator="cpu",
+                       progress=False, eval_batch=eval_batch)  # fmt: skip
+        cfg = prepare(smoke(epochs=2, model="resnet18"), ex)
+        final = train(cfg, ex)
+        finals.append({k: final[k] for k in ("best_val_acc", "test_acc", "test_acc_paths")})
+        tables.append(pd.read_csv(run_dir(cfg, ex.results) / "metrics.csv").drop(columns="epoch_time"))
+    pd.testing.assert_frame_equal(*tables, check_exact=True)
+    assert finals[0] == finals[1]
