@@ -16,7 +16,7 @@ from experiments.train import reuse_freed_memory
 from lightning_modules.nets import NETS
 
 CPU_BENCHMARKS = ("step", "dreg_overhead", "framework", "data", "memory")
-BENCHMARKS = (*CPU_BENCHMARKS, "profile", "gpu")
+BENCHMARKS = (*CPU_BENCHMARKS, "profile", "epoch", "gpu")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,7 +28,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="CIFAR-10 (official layout); else fake data")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
-    p.add_argument("--model", choices=list(NETS), default="mobilenetv2", help="the network `profile` profiles")
+    p.add_argument("--model", choices=list(NETS), default="mobilenetv2", help="the network `profile` and `epoch` time")
+    p.add_argument("--against", metavar="REF", help="`epoch`: also time this git commit of the suite, alternated")
     return p
 
 
