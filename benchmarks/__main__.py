@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
     p.add_argument("--channels-last", action="store_true", help="channels_last model and input")
     p.add_argument("--model", choices=list(NETS), default="mobilenetv2", help="the network `profile` and `epoch` time")
+    p.add_argument("--batch", type=int, default=256, help="`profile`: the batch (3840: the `mini` 30k step)")
     p.add_argument("--against", metavar="REF", help="`epoch`: also time this git commit of the suite, alternated")
     return p
 

@@ -1,7 +1,8 @@
 """Where a training step's time goes: torch.profiler's CPU self time, grouped by what each op does.
 
-``python -m benchmarks profile [--model mobilenetv2] [--bf16] [--channels-last]``: one network at width
-0.25, batch 256 (the `step` benchmark's step), a few profiled steps after warm-up. Convolutions are told
+``python -m benchmarks profile [--model mobilenetv2] [--bf16] [--channels-last] [--batch 3840]``: one network
+at width 0.25, batch 256 (the `step` benchmark's step; 3,840 is the `mini` 30k step), a few profiled steps
+after warm-up. Convolutions are told
 apart by their weight's shape (depthwise: one input channel per group; pointwise: 1x1; dense: the rest), so
 the table says how much of the step is depthwise convs, BatchNorm, ReLU, layout or dtype copies, the
 optimizer, and what else.
@@ -52,9 +53,9 @@ def group(name: str, shapes: list[list[int]]) -> str:
 
 def run(opts: argparse.Namespace) -> dict:
     model = opts.model
-    width, batch, steps = (0.0625, 32, 1) if opts.quick else (0.25, 256, 3)
+    width, batch, steps = (0.0625, 32, 1) if opts.quick else (0.25, opts.batch, 3)
     _, _, step = training_step(model, width, None, batch, opts, num_classes=10)
-    warm_up(step, calls=3)
+    warm_up(step, calls=3 if batch <= 1024 else 1)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         for _ in range(steps):
             step()
@@ -71,5 +72,5 @@ def run(opts: argparse.Namespace) -> dict:
           f"{1e3 * total:.0f} ms of op self time per step")  # fmt: skip
     print(table(rows, ["part", "ms_per_step", "share"]))
     result = {"model": model, "width": width, "batch": batch, "steps": steps, "rows": rows}
-    write_result(opts, f"profile-{model}", result)
+    write_result(opts, f"profile-{model}" + (f"-{opts.batch}" if opts.batch != 256 else ""), result)
     return result
