@@ -205,6 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from experiments.train import train
 
     if args.prepared:  # a sweep's run, handed over as it was prepared: trained as it is
+        if args.config or args.settings:
+            raise ExperimentError("--prepared is a sweep's own run: give it no --config and no KEY=VALUE settings")
         cfg, ex = pickle.loads(args.prepared.read_bytes())
     else:
         cfg, ex = _single_run(args)
