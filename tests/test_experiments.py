@@ -395,8 +395,9 @@ def test_bf16_where_it_is_emulated_is_refused_once_before_the_data_is_read(tmp_p
 
 def test_a_sweeps_run_is_built_and_checked_once_and_its_process_takes_it_as_it_is(data, tmp_path, monkeypatch):
     """The planning process builds each run of the figure once, checks and prepares each chosen run once, and
-    hands it over; the run's own process (``train --prepared``) builds, parses and checks nothing again. The
-    child is run in this process here so that one counter sees both."""
+    hands it over; the run's own process (``train --prepared``) neither rebuilds nor re-checks it (it reads
+    presets.yaml once and builds the preset's defaults once, for the run's name). The child runs in this
+    process here, with the caches emptied as a new process has them, so that one counter sees both."""
     import types
 
     import experiments.__main__ as cli_main
@@ -424,6 +425,8 @@ def test_a_sweeps_run_is_built_and_checked_once_and_its_process_takes_it_as_it_i
         if command[1:4] != ["-m", "experiments", "train"]:
             return run(command, **kwargs)  # git, asked for the commit a record names
         before = dict(counts)
+        experiments.config.load_presets.cache_clear()
+        experiments.config.preset_defaults.cache_clear()
         code = cli_main.main(command[3:])
         in_child.append({key: counts[key] - before[key] for key in counts})
         return types.SimpleNamespace(returncode=code)
@@ -438,9 +441,10 @@ def test_a_sweeps_run_is_built_and_checked_once_and_its_process_takes_it_as_it_i
     args = ["run", "fig2", "--preset", "smoke", "--only", "bs2048-", "--results", str(tmp_path), "--data-dir",
             str(data), "--no-verify", "--accelerator", "cpu", "--no-progress"]  # fmt: skip
     assert cli_main.main(args) == 0
-    assert in_child == [{"built": 0, "checked": 0, "presets parsed": 0}] * 2
+    assert in_child == [{"built": 1, "checked": 0, "presets parsed": 1}] * 2  # the preset's defaults, for the name
     # fig2's 14 runs once each, the 2 chosen runs with their micro-batch made explicit, the preset's defaults once
-    assert counts == {"built": 14 + 2 + 1, "checked": 2, "presets parsed": 1}
+    planning = {key: counts[key] - sum(child[key] for child in in_child) for key in counts}
+    assert planning == {"built": 14 + 2 + 1, "checked": 2, "presets parsed": 1}
     with pytest.raises(ExperimentError, match="prepared run"):  # a run that skipped prepare() is not trained
         train(smoke(), Execution(results=tmp_path))
 
