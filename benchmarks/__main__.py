@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=list(NETS), default="mobilenetv2", help="the network `profile` and `epoch` time")
     p.add_argument("--batch", type=int, default=256, help="`profile`: the batch (3840: the `mini` 30k step)")
     p.add_argument("--against", metavar="REF", help="`epoch`: also time this git commit of the suite, alternated")
+    p.add_argument("--variant", nargs="+", metavar="KEY=VALUE", help="`epoch`: also time these run settings")
     return p
 
 

@@ -88,11 +88,15 @@ def test_profile_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_epoch_quick_against_the_same_code_finds_the_same_records(tmp_path: Path) -> None:
-    """Two checkouts of one commit train the same run: the comparison says the records are identical."""
+    """Two checkouts of one commit train the same run: the comparison says the records are identical; another
+    learning rate (a --variant) gives other records."""
     main(["epoch", "--quick", "--against", "HEAD", "--model", "vgg16", "--out", str(tmp_path)])
     record = json.loads((tmp_path / "epoch-vgg16.json").read_text())
     assert record["same_records"] and [r["epochs"] for r in record["rows"]] == [2, 2]
     assert record["ci"][0] <= record["speedup"] <= record["ci"][1]
+    main(["epoch", "--quick", "--variant", "lr=0.05", "--model", "vgg16", "--out", str(tmp_path)])
+    record = json.loads((tmp_path / "epoch-vgg16.json").read_text())
+    assert [r["code"] for r in record["rows"]] == ["this checkout", "lr=0.05"] and not record["same_records"]
 
 
 def test_conv_kinds_are_told_apart_by_the_weight() -> None:
