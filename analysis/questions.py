@@ -197,7 +197,11 @@ def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
     if missing is None:
         for bs, (mse, lam0) in at.items():
             ours, theirs = seed_curves(records, mse), seed_curves(records, lam0)
-            for seed in sorted(set(ours) & set(theirs)):
+            if set(ours) != set(theirs):  # "in every seed" pairs the seeds: one side's extra seed waits for its pair
+                missing = (f"{bs_label(bs)}: mse has seed(s) {', '.join(map(str, sorted(ours)))}, λ=0 "
+                           f"{', '.join(map(str, sorted(theirs)))}; every seed needs both")  # fmt: skip
+                break
+            for seed in sorted(ours):
                 a, b = float(ours[seed][1].max()), float(theirs[seed][1].max())
                 margin = accuracy_margin(b, validation_size(lam0))
                 within &= abs(a - b) <= margin

@@ -561,6 +561,17 @@ def test_the_mse_questions_wait_for_their_runs(tmp_path):
     assert answers["M10"].verdict == cl.NOT_ENOUGH and "bs30720-dreg0-R1-m0.9 is not run" in answers["M10"].measured
 
 
+def test_m10_pairs_the_seeds(tmp_path):
+    """M10 asks "in every seed": an mse seed whose lambda-0 seed has not run leaves it undecided, not "yes"."""
+    for cfg in load_figure("mse", "smoke").runs:
+        write_run(tmp_path, cfg, [0.5, 0.8])
+    mse_2k = next(cfg for cfg in load_figure("mse", "smoke").panels["b"] if cfg.dreg_form == "mse")
+    write_run(tmp_path, dataclasses.replace(mse_2k, seed=1), [0.5, 0.8])
+    answers = {c.panel: c for c in analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
+    assert answers["M10"].verdict == cl.NOT_ENOUGH
+    assert "2k: mse has seed(s) 0, 1, λ=0 0; every seed needs both" in answers["M10"].measured
+
+
 def test_the_analysis_loads_without_torch():
     """The analysis reads records, not networks: it runs where torch is not installed, and starts fast."""
     code = "import analysis.__main__, analysis.summary, sys; assert not {'torch', 'lightning'} & set(sys.modules)"
