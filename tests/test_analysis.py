@@ -569,7 +569,7 @@ def test_m10_pairs_the_seeds(tmp_path):
     write_run(tmp_path, dataclasses.replace(mse_2k, seed=1), [0.5, 0.8])
     answers = {c.panel: c for c in analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
     assert answers["M10"].verdict == cl.NOT_ENOUGH
-    assert "2k: mse has seed(s) 0, 1, λ=0 0; every seed needs both" in answers["M10"].measured
+    assert "2k: mse has seed(s) 0, 1, λ=0 0; every seed needs both. So far: 2k seed 0: " in answers["M10"].measured
 
 
 def test_the_analysis_loads_without_torch():
