@@ -198,8 +198,8 @@ def mse_questions(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
         for bs, (mse, lam0) in at.items():
             ours, theirs = seed_curves(records, mse), seed_curves(records, lam0)
             if set(ours) != set(theirs):  # "in every seed" pairs the seeds: one side's extra seed waits for its pair
-                unpaired.append(f"{bs_label(bs)}: mse has seed(s) {', '.join(map(str, sorted(ours)))}, λ=0 "
-                                f"{', '.join(map(str, sorted(theirs)))}")  # fmt: skip
+                seeds = [", ".join(map(str, sorted(side))) for side in (ours, theirs)]
+                unpaired.append(f"{bs_label(bs)}: mse has seed(s) {seeds[0]}, λ=0 {seeds[1]}")
             for seed in sorted(set(ours) & set(theirs)):
                 a, b = float(ours[seed][1].max()), float(theirs[seed][1].max())
                 margin = accuracy_margin(b, validation_size(lam0))

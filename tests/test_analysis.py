@@ -563,9 +563,10 @@ def test_the_mse_questions_wait_for_their_runs(tmp_path):
 
 def test_m10_pairs_the_seeds(tmp_path):
     """M10 asks "in every seed": an mse seed whose lambda-0 seed has not run leaves it undecided, not "yes"."""
-    for cfg in load_figure("mse", "smoke").runs:
+    figure = load_figure("mse", "smoke")
+    for cfg in figure.runs:
         write_run(tmp_path, cfg, [0.5, 0.8])
-    mse_2k = next(cfg for cfg in load_figure("mse", "smoke").panels["b"] if cfg.dreg_form == "mse")
+    mse_2k = figure.role("b", "mse")[0]
     write_run(tmp_path, dataclasses.replace(mse_2k, seed=1), [0.5, 0.8])
     answers = {c.panel: c for c in analyze(load_figure_records("mse", tmp_path, "smoke")).claims}
     assert answers["M10"].verdict == cl.NOT_ENOUGH
