@@ -117,10 +117,23 @@ def _mechanism_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
     return style
 
 
+def _mse_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
+    """Colour by batch size, as in Fig. 2, so a panel of seven batch sizes tells them apart; the line style tells
+    the baseline, the mse reading and DReg with lambda 0 apart."""
+    batches = sorted({cfg.batch_size for cfg in records.spec.runs})
+    palette = colormaps["tab10"]
+
+    def style(cfg: RunConfig) -> Style:
+        line = "--" if cfg.dreg_site is None else "-." if cfg.dreg_lambda == 0 else "-"
+        return Style(f"BS {bs_label(cfg.batch_size)} {describe(cfg)}", palette(batches.index(cfg.batch_size)), line)
+
+    return style
+
+
 STYLES: dict[str, Callable[[FigureRecords], Callable[[RunConfig], Style]]] = {
     "batch_sweep": _convergence_styles, "site_sweep": _site_styles, "lambda_sweep": _lambda_styles,
     "momentum_sweep": _momentum_styles, "controls": _control_styles, "mechanism": _mechanism_styles,
-    "mse": _mechanism_styles,
+    "mse": _mse_styles,
 }  # fmt: skip
 
 

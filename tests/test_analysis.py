@@ -561,6 +561,15 @@ def test_the_mse_questions_wait_for_their_runs(tmp_path):
     assert answers["M10"].verdict == cl.NOT_ENOUGH and "bs30720-dreg0-R1-m0.9 is not run" in answers["M10"].measured
 
 
+def test_the_mse_figure_tells_its_lines_apart(tmp_path):
+    """Panel (a) holds seven batch sizes of two kinds: each line's legend entry is its own and names its batch."""
+    write_fake_records(tmp_path, "mse")
+    fig, _ = draw(load_figure_records("mse", tmp_path, "smoke"))
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert len(set(labels)) == len(labels) == len(ax.get_lines()) and all(x.startswith("BS ") for x in labels)
+
+
 def test_m10_pairs_the_seeds(tmp_path):
     """M10 asks "in every seed": an mse seed whose lambda-0 seed has not run leaves it undecided, not "yes"."""
     figure = load_figure("mse", "smoke")
