@@ -18,6 +18,7 @@ scalar recurrence. PyTorch's SGD: ``v <- mu v + g``, ``w <- w - lr v``, and
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from matplotlib.figure import Figure
 from analysis.claims import NO, NOT_ENOUGH, YES, Claim
 from analysis.figures import save
 from analysis.markdown import md_table
-from analysis.records import FINISHED, AnalysisError, load_results
+from analysis.records import FINISHED, AnalysisError, bs_label, load_results
 from lightning_modules.settings import scaled_lr, warmup_factor
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -85,6 +86,7 @@ class Check:
 
     run: str
     seed: int
+    batch_size: int
     form: str
     lam: float
     state: str
@@ -132,6 +134,7 @@ def check_run(run: pd.DataFrame) -> Check:
     check = Check(
         run=row["run"],
         seed=int(row["seed"]),
+        batch_size=int(row["batch_size"]),
         form=row["dreg_form"],
         lam=float(row["dreg_lambda"]),
         state=row["state"],
@@ -178,23 +181,37 @@ def predicted(c: Check) -> bool:
     return c.form in ("frobenius", "norm") and c.lam > 0
 
 
+def group(c: Check) -> str:
+    """A run's legend entry: its batch size (its learning rate, so its predicted growth), and beside the lambda-0
+    runs whether it is one of them; models, seeds and variants share it (the report's table lists each run)."""
+    kind = "" if panel(c) != UNPREDICTED else " mse" if c.form == "mse" else " λ=0"
+    return f"BS {bs_label(c.batch_size)}{kind}"
+
+
 def draw(found: list[Check], title: str) -> Figure:
-    """Measured ``||W_R - W_L||`` per step (solid, markers) and its prediction (dashed), log scale, per panel."""
+    """Measured ``||W_R - W_L||`` per step (solid, markers; lambda 0 dash-dotted) and its prediction (dashed), log
+    scale, one panel per form, one colour per batch size."""
     order = ("frobenius", "norm", "cosine", UNPREDICTED)
     forms = [f for f in order if any(panel(c) == f for c in found)] or ["frobenius"]
+    sizes = sorted({c.batch_size for c in found})
     fig = Figure(figsize=(5.4 * len(forms), 4.6), layout="constrained")
     axes = fig.subplots(1, len(forms), squeeze=False)[0]
     for ax, form in zip(axes, forms, strict=True):
-        for i, c in enumerate(c for c in found if panel(c) == form):
-            color = f"C{i % 10}"
+        runs = sorted((c for c in found if panel(c) == form), key=lambda c: (c.batch_size, group(c)))
+        counts, labelled = Counter(group(c) for c in runs), set()
+        for c in runs:
+            n = counts[group(c)]
+            label = "_nolegend_" if group(c) in labelled else f"{group(c)} ({n} run{'s' * (n > 1)})"
+            labelled.add(group(c))
             ax.plot(
                 c.steps,
                 c.measured,
-                color=color,
+                color=f"C{sizes.index(c.batch_size) % 10}",
+                linestyle="-." if c.lam == 0 else "-",
                 marker=".",
                 markersize=3,
                 linewidth=1.2,
-                label=f"{c.run.split('-', 3)[2]} {c.run.split('-', 3)[3]} s{c.seed} ({c.state})",
+                label=label,
             )
             if predicted(c) and np.isfinite(c.predicted).any():
                 limit = min(len(c.predicted), int(c.steps[-1]) + 2 * c.steps_per_epoch)
@@ -205,7 +222,7 @@ def draw(found: list[Check], title: str) -> Figure:
         ax.set_title(f"{form}: {what}", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, loc="best")
+        ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel("||W_R - W_L||_F (dotted: its square overflows float32)")
     fig.suptitle(title, fontsize=10)
     return fig

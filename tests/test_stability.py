@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.stability import checks, growth_root, overflow_step, simulate
+from analysis.fake_records import write_fake_records
+from analysis.stability import checks, draw, growth_root, overflow_step, simulate
 from datamodules import write_fake_cifar
 from experiments.config import RunConfig
 from experiments.specs import load_figure
@@ -82,3 +83,15 @@ def test_the_prediction_follows_a_real_run(tmp_path: Path):
         math.exp(np.polyfit([25, 50, 75], np.log(check.predicted[[25, 50, 75]]), 1)[0])
     )
     assert check.holds
+
+
+def test_the_figure_has_one_legend_entry_per_batch_size(tmp_path: Path):
+    """Dozens of runs share a few growth rates: the legend names each batch size once, with its number of runs
+    (every seed), instead of one unreadable entry per run."""
+    write_fake_records(tmp_path, "fig2", seeds=2)
+    found = checks(tmp_path, "smoke")
+    sizes = sorted({c.batch_size for c in found})
+    (ax,) = draw(found, "t").axes
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(sizes) > 1 and len(found) == 2 * len(sizes)
+    assert labels == [f"BS {round(b / 1024)}k (2 runs)" for b in sizes]
