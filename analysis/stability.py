@@ -87,6 +87,7 @@ class Check:
     run: str
     seed: int
     batch_size: int
+    dataset: str
     form: str
     lam: float
     state: str
@@ -135,6 +136,7 @@ def check_run(run: pd.DataFrame) -> Check:
         run=row["run"],
         seed=int(row["seed"]),
         batch_size=int(row["batch_size"]),
+        dataset=row["dataset"],
         form=row["dreg_form"],
         lam=float(row["dreg_lambda"]),
         state=row["state"],

@@ -20,6 +20,7 @@ from analysis import claims as cl
 from analysis import report, stability
 from analysis.markdown import md_table
 from analysis.records import (
+    DATASET_LABELS,
     MODEL_LABELS,
     AnalysisError,
     FigureRecords,
@@ -44,13 +45,14 @@ class Evidence:
     preset: str
     claim: cl.Claim
     records: FigureRecords
+    place: str | None = None  # where, when the claim read other runs than ``records`` (M7 reads every DReg run)
 
     @property
     def decided(self) -> bool:
         return self.claim.verdict != cl.NOT_ENOUGH
 
     def where(self) -> str:
-        return where(self.preset, self.records)
+        return self.place or where(self.preset, self.records)
 
 
 def where(preset: str, records: FigureRecords) -> str:
@@ -156,9 +158,12 @@ def questions_table(results: Path, by_scale: dict[str, list[FigureAnalysis]]) ->
                 for c in a.claims:
                     asked.setdefault((c.panel, c.statement), []).append(Evidence(preset, c, a.records))
         if analyses:
-            m7 = stability.question(stability.checks(results, preset))
+            found = stability.checks(results, preset)
+            m7 = stability.question(found)
             mechanism = next(a.records for a in analyses if a.records.spec.kind == "mechanism")
-            asked.setdefault((m7.panel, m7.statement), []).append(Evidence(preset, m7, mechanism))
+            data = " and ".join(DATASET_LABELS[d] for d in sorted({c.dataset for c in found}))
+            place = f"`{preset}`, {data}, seeds {cl.seed_words(sorted({c.seed for c in found}))}" if found else None
+            asked.setdefault((m7.panel, m7.statement), []).append(Evidence(preset, m7, mechanism, place))
     rows = []
     for (key, statement), evidence in sorted(asked.items(), key=lambda kv: int(kv[0][0][1:])):
         evidence = sorted(evidence, key=lambda e: not e.decided)

@@ -79,6 +79,11 @@ def test_the_mechanism_answers_match_the_metrics(summary):
     assert ("**yes**" in line) == (min(speedups) >= 1.25)  # the rule of M1: >= 1.25 in every seed
 
 
+def test_m7_names_the_runs_it_checked(summary):
+    """M7 checks every DReg run of the scale, the CIFAR-100 figures' too, not only the mechanism study's."""
+    assert "| `mini`, CIFAR-10 and CIFAR-100, seeds 0-2 |" in row(summary, "M7")
+
+
 def test_the_readme_results_are_short_and_their_numbers_are_the_summarys():
     section = (ROOT / "README.md").read_text().split("\n## Results\n")[1].split("\n## ")[0]
     assert len(section.splitlines()) <= 60
