@@ -120,12 +120,11 @@ def _mechanism_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
 def _mse_styles(records: FigureRecords) -> Callable[[RunConfig], Style]:
     """Colour by batch size, as in Fig. 2, so a panel of seven batch sizes tells them apart; the line style tells
     the baseline, the mse reading and DReg with lambda 0 apart."""
-    batches = sorted({cfg.batch_size for cfg in records.spec.runs})
-    palette = colormaps["tab10"]
+    batch_colour = _convergence_styles(records)
 
     def style(cfg: RunConfig) -> Style:
         line = "--" if cfg.dreg_site is None else "-." if cfg.dreg_lambda == 0 else "-"
-        return Style(f"BS {bs_label(cfg.batch_size)} {describe(cfg)}", palette(batches.index(cfg.batch_size)), line)
+        return Style(f"BS {bs_label(cfg.batch_size)} {describe(cfg)}", batch_colour(cfg).color, line)
 
     return style
 

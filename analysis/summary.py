@@ -45,22 +45,26 @@ class Evidence:
     preset: str
     claim: cl.Claim
     records: FigureRecords
-    place: str | None = None  # where, when the claim read other runs than ``records`` (M7 reads every DReg run)
+    scope: str | None = None  # where, when the claim read other runs than ``records`` (M7 reads every DReg run)
 
     @property
     def decided(self) -> bool:
         return self.claim.verdict != cl.NOT_ENOUGH
 
     def where(self) -> str:
-        return self.place or where(self.preset, self.records)
+        return self.scope or where(self.preset, self.records)
 
 
 def where(preset: str, records: FigureRecords) -> str:
-    """The scale, data and seeds of a piece of evidence."""
-    seeds = cl.seed_words(records.seeds) if records.seeds else "-"
+    """The scale, data and seeds of a figure's evidence."""
     own = preset_settings(preset).get("precision", RunConfig.precision)
     precision = f", in {records.precision}" if records.precision != own else ""
-    return f"`{preset}`, {records.data_words()}{precision}, seeds {seeds}"
+    return place(preset, records.data_words() + precision, records.seeds)
+
+
+def place(preset: str, data: str, seeds: list[int]) -> str:
+    """The scale, data and seeds of a piece of evidence, in words."""
+    return f"`{preset}`, {data}, seeds {cl.seed_words(seeds) if seeds else '-'}"
 
 
 def _analyses(results: Path, preset: str) -> list[FigureAnalysis]:
@@ -162,8 +166,8 @@ def questions_table(results: Path, by_scale: dict[str, list[FigureAnalysis]]) ->
             m7 = stability.question(found)
             mechanism = next(a.records for a in analyses if a.records.spec.kind == "mechanism")
             data = " and ".join(DATASET_LABELS[d] for d in sorted({c.dataset for c in found}))
-            place = f"`{preset}`, {data}, seeds {cl.seed_words(sorted({c.seed for c in found}))}" if found else None
-            asked.setdefault((m7.panel, m7.statement), []).append(Evidence(preset, m7, mechanism, place))
+            checked = place(preset, data, sorted({c.seed for c in found})) if found else None
+            asked.setdefault((m7.panel, m7.statement), []).append(Evidence(preset, m7, mechanism, checked))
     rows = []
     for (key, statement), evidence in sorted(asked.items(), key=lambda kv: int(kv[0][0][1:])):
         evidence = sorted(evidence, key=lambda e: not e.decided)
