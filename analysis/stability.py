@@ -151,8 +151,8 @@ def check_run(run: pd.DataFrame) -> Check:
         if fit.sum() >= 2:  # per-step growth: exp of the slope of log ||D|| over the same steps, both sides
             check.growth_measured = growth(check.steps[fit], check.measured[fit])
             check.growth_predicted = growth(check.steps[fit], predicted[check.steps[fit]])
-        step = overflow_step(predicted)
-        check.predicted_epoch = None if step is None else step // per_epoch
+        step = overflow_step(predicted)  # the loss of step `step` (0-based) is the first non-finite one
+        check.predicted_epoch = None if step is None or step >= total else step // per_epoch
     return check
 
 

@@ -1,12 +1,14 @@
 """The stability predictor against PyTorch's own SGD, against a real training run, and its overflow step."""
 
 import math
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from paths import ROOT
 
 from analysis.fake_records import write_fake_records
 from analysis.stability import checks, draw, growth_root, overflow_step, simulate
@@ -95,3 +97,16 @@ def test_the_figure_has_one_legend_entry_per_batch_size(tmp_path: Path):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert len(sizes) > 1 and len(found) == 2 * len(sizes)
     assert labels == [f"BS {round(b / 1024)}k (2 runs)" for b in sizes]
+
+
+def test_a_run_whose_predicted_overflow_comes_after_its_last_step_is_predicted_to_finish(tmp_path: Path):
+    """`mini` ResNet18 at R4, 30k: 300 steps, and the prediction overflows after the 300th, where no loss is taken
+    any more. The run finishes `done` with its last distance past float32's range, as predicted: the check holds."""
+    name = "resnet18-cifar100-bs30720-dreg0.1-R4-m0.9-s0"
+    record = ROOT / "results" / "committed" / "mini" / name
+    shutil.copytree(record, tmp_path / "mini" / name, ignore=shutil.ignore_patterns("checkpoints"))
+    (check,) = checks(tmp_path, "mini")
+    total = int(check.steps[-1])
+    assert check.state == "done" and total == 300 and overflow_step(check.predicted) == total
+    assert not np.isfinite(check.measured[-1]) and check.predicted_epoch is None
+    assert check.holds
