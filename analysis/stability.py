@@ -200,11 +200,12 @@ def draw(found: list[Check], title: str) -> Figure:
     axes = fig.subplots(1, len(forms), squeeze=False)[0]
     for ax, form in zip(axes, forms, strict=True):
         runs = sorted((c for c in found if panel(c) == form), key=lambda c: (c.batch_size, group(c)))
-        counts, labelled = Counter(group(c) for c in runs), set()
-        for c in runs:
-            n = counts[group(c)]
-            label = "_nolegend_" if group(c) in labelled else f"{group(c)} ({n} run{'s' * (n > 1)})"
-            labelled.add(group(c))
+        groups = [group(c) for c in runs]
+        counts, labelled = Counter(groups), set()
+        for c, g in zip(runs, groups, strict=True):
+            n = counts[g]
+            label = "_nolegend_" if g in labelled else f"{g} ({n} run{'s' * (n > 1)})"
+            labelled.add(g)
             ax.plot(
                 c.steps,
                 c.measured,
