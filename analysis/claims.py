@@ -19,7 +19,9 @@ Definitions (the report repeats them):
   the settings that carry a measured value (a speed-up that reached the target; an accuracy above chance):
   "never" is reported, not ranked. A claimed trend is reproduced when |rho| >= 0.5 with the claimed sign over
   at least 3 such settings that are not all within the noise of each other (speed-ups within a factor 1.25;
-  accuracies within the one-seed margin; gains within 2 sqrt(4 p (1 - p) / n_val)); else it is not decidable.
+  accuracies within the one-seed margin; gains within 2 sqrt(4 p (1 - p) / n_val); with 3 or more seeds common
+  to every setting, no pair whose paired bootstrap 95% interval of the mean difference excludes 0); else it is
+  not decidable.
 - Verdicts (SPEC 8.4, written 2026-12-06 after the Fig. 2 `mini` and `quick` results were seen, so it may only
   take support away): reproduced / not reproduced / not decidable (artefact: the rule has too few measured
   settings to rank; noise: the differences lie inside the noise; at chance: the runs never left chance) / not
@@ -46,6 +48,7 @@ from analysis.noise import (
     accuracies_tied,
     accuracy_margin,
     bootstrap_interval,
+    common_seeds,
     difference_side,
     gain_difference_margin,
     speedup_side,
@@ -230,24 +233,33 @@ def comparisons(records: FigureRecords) -> pd.DataFrame:
             row["speedup"] = None if row["base_at_chance"] else row["speedup"]
             row["gain"] = row["dreg_best"] - row["base_best"] if both else None
             row["n_val"] = validation_size(cfg)
-            row["gain_side"], row["gain_words"] = _gain_evidence(records, base_cfg, cfg) if both else (INSIDE, "-")
+            base_bests, dreg_bests = seed_bests(records, base_cfg), seed_bests(records, cfg)
+            gains = {s: dreg_bests[s] - base_bests[s] for s in sorted(base_bests.keys() & dreg_bests.keys())}
+            row["dreg_seed_best"], row["seed_gain"] = dreg_bests, gains
+            evidence = _gain_evidence(base_bests, gains, row["n_val"]) if both else (INSIDE, "-")
+            row["gain_side"], row["gain_words"] = evidence
             chance = 1 / DATASETS[cfg.dataset].num_classes
             row["gap"], row["gap_recorded"] = accuracy_gap(base, dreg, chance) if both else (None, None)
             row["per_seed"] = NO_TARGET if row["base_at_chance"] else per_seed(speedups(records, base_cfg, cfg))
+            if len(gains) > 1:
+                bests = (f"seed {s} {pct(base_bests[s])} / {pct(dreg_bests[s])}" for s in gains)
+                row["per_seed"] += f"; best (baseline / DReg): {', '.join(bests)}"
             row["label"] = describe(cfg)
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _gain_evidence(records: FigureRecords, base_cfg: RunConfig, cfg: RunConfig) -> tuple[int, str]:
+def seed_bests(records: FigureRecords, cfg: RunConfig) -> dict[int, float]:
+    """Each recorded seed's best validation accuracy of ``cfg``."""
+    return {seed: float(acc.max()) for seed, (_, acc) in seed_curves(records, cfg).items()}
+
+
+def _gain_evidence(bases: dict[int, float], gains: dict[int, float], n_val: int) -> tuple[int, str]:
     """Which side of the noise the DReg run's gain over its baseline falls on (per seed both have), in words."""
-    bases, dregs = seed_curves(records, base_cfg), seed_curves(records, cfg)
-    seeds = sorted(set(bases) & set(dregs))
-    if not seeds:
+    if not gains:
         return INSIDE, "no seed with both runs"
-    gains = [float(dregs[s][1].max() - bases[s][1].max()) for s in seeds]
-    p = float(np.mean([bases[s][1].max() for s in seeds]))
-    return difference_side(gains, accuracy_margin(p, validation_size(cfg)))
+    p = float(np.mean([bases[s] for s in gains]))
+    return difference_side(list(gains.values()), accuracy_margin(p, n_val))
 
 
 def accuracy_gap(base: Curve, dreg: Curve, chance: float) -> tuple[float, float]:
@@ -347,9 +359,21 @@ def _chance_or_artefact(measured: int, finished: int) -> str:
     return CHANCE if measured < finished else ARTEFACT
 
 
-def _tie_margin(rows: pd.DataFrame, column: str, margin: Callable[[float, int], float]) -> float:
-    p = float(rows[column].mean()) if len(rows) else 0.5
-    return margin(p, int(rows["n_val"].iloc[0])) if len(rows) else 0.0
+def _tie_test(
+    rows: pd.DataFrame, column: str, per_seed: str, margin: Callable[[float, int], float]
+) -> tuple[Callable[[list[float]], bool], str]:
+    """Whether the measured values of ``rows`` all lie within the noise of each other, and that noise in words:
+    the paired bootstrap over 3 or more seeds common to them all (``per_seed``: seed -> value), else the
+    one-seed ``margin`` near the mean of ``column`` (docs/method.md §8)."""
+    width = margin(float(rows[column].mean()), int(rows["n_val"].iloc[0])) if len(rows) else 0.0
+    values = list(rows[per_seed])
+    seeds = common_seeds(values)
+    if len(seeds) >= 3:
+        pairs = f"no pair's paired 95% interval over seeds {seed_words(seeds)} excludes 0"
+        words = f"within the noise of each other ({pairs})"
+    else:
+        words = f"within {100 * width:.1f} pts of each other"
+    return (lambda v: accuracies_tied(v, width, values)), words
 
 
 def convergence_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
@@ -457,11 +481,10 @@ def _gains(rows: pd.DataFrame, label: Callable[[pd.Series], str]) -> str:
 def _accuracy_trend(done: pd.DataFrame, x: Callable[[pd.DataFrame], list[float]], sign: int) -> tuple[Outcome, str]:
     """A trend of DReg's best accuracy over the settings whose DReg run left chance."""
     measured = done[~done["dreg_at_chance"]]
-    margin = _tie_margin(measured, "dreg_best", accuracy_margin)
+    tied, tie_words = _tie_test(measured, "dreg_best", "dreg_seed_best", accuracy_margin)
     return _measured_trend(
-        x(measured), list(measured["dreg_best"]), sign, lambda v: accuracies_tied(v, margin),
-        _chance_or_artefact(len(measured), len(done)), f"within {100 * margin:.1f} pts of each other",
-    )  # fmt: skip
+        x(measured), list(measured["dreg_best"]), sign, tied, _chance_or_artefact(len(measured), len(done)), tie_words
+    )
 
 
 def site_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
@@ -531,10 +554,10 @@ def momentum_claims(records: FigureRecords, table: pd.DataFrame) -> list[Claim]:
         speeds = ", ".join(f"m={r['momentum']:g}: {speed_words(r)}" for _, r in done.iterrows())
         ok, rho = _trend(list(done["momentum"]), list(done["gain"]), +1)
         measured = done[~done["pair_at_chance"]]
-        margin = _tie_margin(measured, "base_best", gain_difference_margin)
+        tied, tie_words = _tie_test(measured, "base_best", "seed_gain", gain_difference_margin)
         outcome, words = _measured_trend(
-            list(measured["momentum"]), list(measured["gain"]), +1, lambda v: accuracies_tied(v, margin),
-            _chance_or_artefact(len(measured), len(done)), f"within {100 * margin:.1f} pts of each other",
+            list(measured["momentum"]), list(measured["gain"]), +1, tied,
+            _chance_or_artefact(len(measured), len(done)), tie_words,
         )  # fmt: skip
 
         def optimizer(r: pd.Series) -> str:

@@ -7,7 +7,8 @@ verdict into "not decidable", never make one favour the paper.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from itertools import combinations
 
 import numpy as np
 
@@ -68,6 +69,18 @@ def speedups_tied(values: Sequence[float]) -> bool:
     return max(values) <= SPEEDUP_TIE * min(values)
 
 
-def accuracies_tied(values: Sequence[float], margin: float) -> bool:
-    """Accuracies (or gains) that all lie within ``margin`` of each other carry no order."""
+def common_seeds(per_seed: Sequence[Mapping[int, float]]) -> list[int]:
+    """The seeds every setting of ``per_seed`` (seed -> value, one mapping a setting) has."""
+    return sorted(set.intersection(*(set(values) for values in per_seed))) if per_seed else []
+
+
+def accuracies_tied(values: Sequence[float], margin: float, per_seed: Sequence[Mapping[int, float]] = ()) -> bool:
+    """Accuracies (or gains) that all lie within the noise of each other carry no order. With 3 or more seeds
+    common to every setting (``per_seed``, in the order of ``values``) the noise is SPEC 8.4's paired bootstrap:
+    they are tied when no pair's per-seed differences have a 95% interval of the mean that excludes 0. Else
+    they are tied when they all lie within ``margin`` (the one-seed margin) of each other."""
+    seeds = common_seeds(per_seed)
+    if len(seeds) >= 3:
+        pairs = combinations(per_seed, 2)
+        return all(difference_side([a[s] - b[s] for s in seeds], margin)[0] == INSIDE for a, b in pairs)
     return max(values) - min(values) <= margin

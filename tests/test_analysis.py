@@ -253,6 +253,37 @@ def test_gains_that_clear_the_noise_decide_and_three_seeds_use_the_bootstrap(tmp
     assert split[0].verdict == "not decidable: noise" and split[0].before == cl.REPRODUCED
 
 
+def test_a_trend_over_three_seeds_pairs_them(tmp_path):
+    """Fig. 6 (b)'s sites 2 points apart: inside one seed's 14-point margin (100 validation images), so seed 0
+    alone is "noise". Three seeds that agree on every pair's order decide it, either way; seeds that disagree on
+    every pair leave it open."""
+    runs = [c for c in load_figure("fig6", "smoke").runs if c.model == "resnet18"]
+
+    def verdict(folder: str, best: dict[str | None, float], shifts: list[float], flip: int | None = None) -> cl.Claim:
+        for seed, shift in enumerate(shifts):
+            for cfg in runs:
+                level = best[cfg.dreg_site]
+                if seed == flip and cfg.dreg_site:
+                    level = 1.26 - level  # this seed ranks the sites the other way
+                seeded = RunConfig.from_dict({**cfg.to_dict(), "seed": seed})
+                write_run(tmp_path / folder, seeded, ramp(level + shift, 10))
+        claims = analyze(load_figure_records("fig6", tmp_path / folder, "smoke")).claims
+        return next(c for c in claims if c.panel == "b")
+
+    closer = {None: 0.5, "R1": 0.66, "R2": 0.64, "R3": 0.62, "R4": 0.6}
+    assert verdict("one", closer, [0.0]).verdict == "not decidable: noise"
+    three = verdict("three", closer, [0.0, 0.05, -0.05])
+    assert three.verdict == cl.REPRODUCED and "Spearman rho -1.00 over 4 settings" in three.measured
+    farther = {site: 1.26 - acc if site else acc for site, acc in closer.items()}
+    assert verdict("against", farther, [0.0, 0.05, -0.05]).verdict == cl.NOT_REPRODUCED
+    split = verdict("split", closer, [0.0, 0.05, -0.05], flip=2)  # seed 2 ranks the sites the other way
+    assert split.verdict == "not decidable: noise"
+    assert "no pair's paired 95% interval over seeds 0-2 excludes 0" in split.measured
+    table = cl.comparisons(load_figure_records("fig6", tmp_path / "three", "smoke"))
+    r1 = table[(table["model"] == "resnet18") & (table["dreg_site"] == "R1")].iloc[0]
+    assert "best (baseline / DReg): seed 0 50.0% / 66.0%, seed 1 55.0% / 71.0%, seed 2 45.0% / 61.0%" in r1["per_seed"]
+
+
 # --- the tidy loader ---------------------------------------------------------------------------------------
 
 
