@@ -1,7 +1,8 @@
 """What seed noise lets a measured difference say (SPEC 8.4, docs/method.md §8): margins, intervals and ties.
 
 The rules here were written after the Fig. 2 `mini` and the `quick` results were seen; they can only turn a
-verdict into "not decidable", never make one favour the paper.
+verdict into "not decidable", never make one favour the paper. The one exception is the tie test over 3 or more
+seeds (2026-12-07, before any trend had them), which lets seeds decide a trend either way (docs/method.md §8).
 """
 
 from __future__ import annotations
